@@ -1,0 +1,207 @@
+//! The command line: `check` and `render` run the verdict pipeline offline.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::connect::ConnectClient;
+use crate::inputs::InputSources;
+use crate::manifest;
+use crate::plugins::Catalog;
+use crate::template::Renderer;
+use crate::verdict::{Desired, Pipeline, PluginCheck, Verdict};
+
+#[derive(Parser)]
+#[command(name = "connect-gate", version, about = "Keeps Kafka Connect connectors declared in ConfigMaps under GitOps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge connector ConfigMaps: exit 0 if every connector is accepted, 1 if any is rejected.
+    Check {
+        #[command(flatten)]
+        inputs: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print each accepted connector as one JSON line, exactly as it would be sent to Connect.
+    Render {
+        #[command(flatten)]
+        inputs: PipelineArgs,
+        /// Show values that came from variables or env instead of `****`.
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// The inputs every pipeline command shares.
+#[derive(Args)]
+pub struct TemplateArgs {
+    /// Directory of template variables (`*.properties` files and Secret-volume files); repeatable.
+    #[arg(long = "vars-dir", env = "CONNECT_GATE_VARS_DIR", value_delimiter = ',')]
+    pub vars_dirs: Vec<PathBuf>,
+    /// `KEY=VALUE` lines that stand in for the process environment.
+    #[arg(long, env = "CONNECT_GATE_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Only env vars whose whole name matches this regex are visible to templates.
+    #[arg(long, env = "CONNECT_GATE_TEMPLATE_ENV_ALLOW")]
+    pub template_env_allow: Option<String>,
+}
+
+impl TemplateArgs {
+    pub fn sources(&self) -> InputSources {
+        InputSources {
+            vars_dirs: self.vars_dirs.clone(),
+            env_file: self.env_file.clone(),
+            env_allow: self.template_env_allow.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    #[command(flatten)]
+    template: TemplateArgs,
+    /// The JSON body of the worker's `GET /connector-plugins`.
+    #[arg(long, conflicts_with = "connect_url")]
+    plugins: Option<PathBuf>,
+    /// Fetch the plugin list from this worker.
+    #[arg(long)]
+    connect_url: Option<String>,
+    /// YAML files, directories (recursive) or `-` for stdin.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+/// A usage or I/O error: exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONNECT_GATE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    crate::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check { inputs, output } => check(inputs, output).await,
+            Command::Render { inputs, reveal } => render(inputs, reveal).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("connect-gate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {
+    let err = |e: &dyn std::fmt::Display| UsageError(e.to_string());
+    let inputs = args.template.sources().load().map_err(|e| err(&e))?;
+    let cms = manifest::load_paths(&args.paths).map_err(|e| err(&e))?;
+    let catalog = match (&args.plugins, &args.connect_url) {
+        (Some(file), _) => {
+            let body = std::fs::read(file).map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+            Some(Catalog::from_json(&body).map_err(|e| UsageError(format!("{}: {e}", file.display())))?)
+        }
+        (None, Some(url)) => Some(ConnectClient::new(url).plugins().await.map_err(|e| err(&e))?),
+        (None, None) => None,
+    };
+    let plugins = catalog.as_ref().map_or(PluginCheck::Skip, PluginCheck::Catalog);
+    let exe = std::env::current_exe().map_err(|e| err(&e))?;
+    Ok(Pipeline::new(Renderer::new(exe)).judge(&cms, &inputs, plugins).await)
+}
+
+fn exit_code(verdicts: &[Verdict]) -> ExitCode {
+    if verdicts.iter().all(Verdict::accepted) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+async fn check(args: PipelineArgs, output: Output) -> Result<ExitCode, UsageError> {
+    if args.plugins.is_none() && args.connect_url.is_none() {
+        return Err(UsageError("check needs the installed plugins: give --plugins FILE or --connect-url URL".into()));
+    }
+    let verdicts = judge(&args).await?;
+    let mut out = std::io::stdout().lock();
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(&serde_json::json!({
+            "verdicts": verdicts,
+            "summary": summary(&verdicts),
+        }))
+        .expect("verdicts serialise"),
+        Output::Text => text_report(&verdicts, std::io::stdout().is_terminal()),
+    };
+    let _ = writeln!(out, "{text}");
+    Ok(exit_code(&verdicts))
+}
+
+fn summary(verdicts: &[Verdict]) -> serde_json::Value {
+    let accepted = verdicts.iter().filter(|v| v.accepted()).count();
+    serde_json::json!({ "connectors": verdicts.len(), "accepted": accepted, "rejected": verdicts.len() - accepted })
+}
+
+/// Every connector with its verdict, grouped by ConfigMap; colour only on a terminal.
+fn text_report(verdicts: &[Verdict], colour: bool) -> String {
+    let paint = |code: &str, s: &str| if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+    let mut out = String::new();
+    let mut current = None;
+    for v in verdicts {
+        if current != Some(&v.origin) {
+            out.push_str(&format!("{}\n", v.origin));
+            current = Some(&v.origin);
+        }
+        let verdict = if v.accepted() { paint("32", "accepted") } else { paint("31;1", "REJECTED") };
+        let name = v.name.as_deref().unwrap_or("?");
+        let desired = match v.desired {
+            Desired::Present => "",
+            Desired::Absent => " (disabled: to be deleted)",
+        };
+        out.push_str(&format!("  {verdict}  {} -> {name}{desired}\n", v.key));
+        for p in &v.problems {
+            out.push_str(&format!("      error: {p}\n"));
+        }
+        for w in &v.warnings {
+            out.push_str(&format!("      {}: {w}\n", paint("33", "warning")));
+        }
+    }
+    let s = summary(verdicts);
+    out.push_str(&format!("{} connectors: {} accepted, {} rejected", s["connectors"], s["accepted"], s["rejected"]));
+    out
+}
+
+async fn render(args: PipelineArgs, reveal: bool) -> Result<ExitCode, UsageError> {
+    let verdicts = judge(&args).await?;
+    let mut out = std::io::stdout().lock();
+    for v in &verdicts {
+        for message in v.messages() {
+            eprintln!("rejected: {message}");
+        }
+        let Some(connector) = &v.connector else { continue };
+        let mut shown = connector.clone();
+        if !reveal {
+            for key in &connector.secret_keys {
+                shown.config.insert(key.clone(), "****".into());
+            }
+        }
+        let _ = writeln!(out, "{}", serde_json::to_string(&shown).expect("connector serialises"));
+    }
+    Ok(exit_code(&verdicts))
+}
