@@ -35,7 +35,7 @@ pub struct Pos {
 
 impl std::fmt::Display for Pos {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}, column {}", self.line, self.column)
+        write!(f, "template line {}, column {}", self.line, self.column)
     }
 }
 

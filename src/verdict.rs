@@ -164,16 +164,15 @@ impl Pipeline {
 
     /// Judges every data key of every ConfigMap, including names declared twice across them.
     pub async fn judge(&self, cms: &[ConnectorConfigMap], inputs: &TemplateInputs, plugins: PluginCheck<'_>) -> Vec<Verdict> {
-        let scrubber = Scrubber::new(inputs);
         let jobs = cms.iter().flat_map(|cm| {
             let rendered = cm.data.iter().map(move |(key, code)| self.judge_key(cm, key, code, inputs, plugins));
             let binary = cm.binary_keys.iter().map(move |key| async move {
-                draft(cm, key).finish(vec![Problem::BinaryData], &Scrubber::default())
+                draft(cm, key).finish(vec![Problem::BinaryData], &Taint::default())
             });
             rendered.map(futures::future::Either::Left).chain(binary.map(futures::future::Either::Right))
         });
         let mut verdicts: Vec<Verdict> = futures::future::join_all(jobs).await;
-        mark_duplicates(&mut verdicts, &scrubber);
+        mark_duplicates(&mut verdicts);
         verdicts
     }
 
@@ -186,7 +185,7 @@ impl Pipeline {
         plugins: PluginCheck<'_>,
     ) -> Verdict {
         let _span = tracing::debug_span!("judge", configmap = %cm.origin.name, key).entered();
-        let scrubber = Scrubber::new(inputs);
+        let taint = Taint::new(code, inputs);
         let mut verdict = draft(cm, key);
         if let Some(target) = &cm.cloud_target {
             verdict.warnings.push(format!(
@@ -194,20 +193,19 @@ impl Pipeline {
             ));
         }
         if code.trim().is_empty() {
-            return verdict.finish(vec![Problem::EmptyTemplate], &scrubber);
+            return verdict.finish(vec![Problem::EmptyTemplate], &taint);
         }
         let rendered = self.render(code, inputs, cm.enabled).await;
         let (value, problems) = match rendered {
             Ok(value) => (value, vec![]),
-            Err(problems) => return verdict.finish(problems, &scrubber),
+            Err(problems) => return verdict.finish(problems, &taint),
         };
-        let taint = Taint::new(code, inputs);
         let checked = check_shape(&value, &taint);
         verdict.name = checked.name.clone();
         if !cm.enabled {
             // Only the name matters to delete it; render problems of a disabled connector do not.
             let problems = checked.name_problems;
-            return verdict.finish(problems, &scrubber);
+            return verdict.finish(problems, &taint);
         }
         let mut problems = problems;
         problems.extend(checked.name_problems);
@@ -228,7 +226,7 @@ impl Pipeline {
         if problems.is_empty() {
             verdict.connector = checked.connector;
         }
-        verdict.finish(problems, &scrubber)
+        verdict.finish(problems, &taint)
     }
 
     /// Renders a template. Disabled connectors only need their name, so undefined variables
@@ -308,9 +306,9 @@ fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
 }
 
 impl Verdict {
-    fn finish(mut self, problems: Vec<Problem>, scrubber: &Scrubber) -> Self {
-        self.problems = problems.iter().map(|p| scrubber.scrub(&p.to_string())).collect();
-        self.warnings = self.warnings.iter().map(|w| scrubber.scrub(w)).collect();
+    fn finish(mut self, problems: Vec<Problem>, taint: &Taint) -> Self {
+        self.problems = problems.iter().map(|p| taint.scrub(&p.to_string())).collect();
+        self.warnings = self.warnings.iter().map(|w| taint.scrub(w)).collect();
         self
     }
 }
@@ -394,33 +392,9 @@ fn display_path(path: &[String]) -> String {
     }
 }
 
-/// Replaces secret values in text that leaves the process. Values shorter than four
-/// characters are not masked: they cannot be meaningful secrets, and masking them would
-/// garble every message.
+/// The values of the variables and env a template reads, to mask in what leaves the process.
+/// Only what the template references can reach its output or its errors.
 #[derive(Default)]
-struct Scrubber {
-    values: Vec<String>,
-}
-
-impl Scrubber {
-    fn new(inputs: &TemplateInputs) -> Self {
-        let mut values: Vec<String> = inputs
-            .vars
-            .values()
-            .chain(inputs.env.values())
-            .map(|s| s.expose().to_string())
-            .filter(|v| v.chars().count() >= 4)
-            .collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Self { values }
-    }
-
-    fn scrub(&self, text: &str) -> String {
-        self.values.iter().fold(text.to_string(), |t, v| t.replace(v.as_str(), "****"))
-    }
-}
-
-/// Which rendered values came from the template's variables.
 struct Taint {
     values: Vec<String>,
 }
@@ -429,12 +403,23 @@ impl Taint {
     fn new(code: &str, inputs: &TemplateInputs) -> Self {
         let vars = referenced_vars(code).into_iter().filter_map(|n| inputs.vars.get(&n));
         let env = referenced_env(code).into_iter().filter_map(|n| inputs.env.get(&n));
-        let values = vars.chain(env).map(|s| s.expose().to_string()).filter(|v| !v.is_empty()).collect();
+        let mut values: Vec<String> = vars.chain(env).map(|s| s.expose().to_string()).filter(|v| !v.is_empty()).collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Self { values }
     }
 
+    /// Whether a rendered value came (at least in part) from a variable.
     fn touches(&self, value: &str) -> bool {
         self.values.iter().any(|v| value.contains(v.as_str()))
+    }
+
+    /// Masks variable values in a message. Values under four characters are left alone unless
+    /// they make up a whole quoted item: they cannot be meaningful secrets, and masking them
+    /// everywhere would garble every message.
+    fn scrub(&self, text: &str) -> String {
+        self.values.iter().fold(text.to_string(), |t, v| {
+            if v.chars().count() >= 4 { t.replace(v.as_str(), "****") } else { t.replace(&format!("{v:?}"), "\"****\"") }
+        })
     }
 }
 
@@ -551,7 +536,8 @@ fn name_problem(name: &str) -> Option<Problem> {
     Some(Problem::InvalidName { name: name.escape_debug().to_string(), why })
 }
 
-fn mark_duplicates(verdicts: &mut [Verdict], scrubber: &Scrubber) {
+/// Connector names are not secret (Connect lists them to anyone), so these messages need no mask.
+fn mark_duplicates(verdicts: &mut [Verdict]) {
     let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, v) in verdicts.iter().enumerate() {
         if let Some(name) = &v.name {
@@ -566,7 +552,7 @@ fn mark_duplicates(verdicts: &mut [Verdict], scrubber: &Scrubber) {
                 .map(|&j| format!("{}, key {}", verdicts[j].origin, verdicts[j].key))
                 .collect();
             let problem = Problem::Duplicate { name: name.clone(), other: others.join("; ") };
-            verdicts[i].problems.push(scrubber.scrub(&problem.to_string()));
+            verdicts[i].problems.push(problem.to_string());
             verdicts[i].connector = None;
         }
     }
