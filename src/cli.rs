@@ -14,7 +14,11 @@ use crate::template::Renderer;
 use crate::verdict::{Desired, Pipeline, PluginCheck, Verdict};
 
 #[derive(Parser)]
-#[command(name = "connect-gate", version, about = "Keeps Kafka Connect connectors declared in ConfigMaps under GitOps")]
+#[command(
+    name = "connect-gate",
+    version,
+    about = "Keeps Kafka Connect connectors declared in ConfigMaps under GitOps"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,7 +102,10 @@ pub fn main() -> ExitCode {
         )
         .init();
     crate::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Check { inputs, output } => check(inputs, output).await,
@@ -132,12 +139,18 @@ async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {
 }
 
 fn exit_code(verdicts: &[Verdict]) -> ExitCode {
-    if verdicts.iter().all(Verdict::accepted) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if verdicts.iter().all(Verdict::accepted) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 async fn check(args: PipelineArgs, output: Output) -> Result<ExitCode, UsageError> {
     if args.plugins.is_none() && args.connect_url.is_none() {
-        return Err(UsageError("check needs the installed plugins: give --plugins FILE or --connect-url URL".into()));
+        return Err(UsageError(
+            "check needs the installed plugins: give --plugins FILE or --connect-url URL".into(),
+        ));
     }
     let verdicts = judge(&args).await?;
     let mut out = std::io::stdout().lock();
@@ -160,7 +173,13 @@ fn summary(verdicts: &[Verdict]) -> serde_json::Value {
 
 /// Every connector with its verdict, grouped by ConfigMap; colour only on a terminal.
 fn text_report(verdicts: &[Verdict], colour: bool) -> String {
-    let paint = |code: &str, s: &str| if colour { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
+    let paint = |code: &str, s: &str| {
+        if colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
     let mut out = String::new();
     let mut current = None;
     for v in verdicts {
@@ -168,7 +187,11 @@ fn text_report(verdicts: &[Verdict], colour: bool) -> String {
             out.push_str(&format!("{}\n", v.origin));
             current = Some(&v.origin);
         }
-        let verdict = if v.accepted() { paint("32", "accepted") } else { paint("31;1", "REJECTED") };
+        let verdict = if v.accepted() {
+            paint("32", "accepted")
+        } else {
+            paint("31;1", "REJECTED")
+        };
         let name = v.name.as_deref().unwrap_or("?");
         let desired = match v.desired {
             Desired::Present => "",
@@ -183,7 +206,10 @@ fn text_report(verdicts: &[Verdict], colour: bool) -> String {
         }
     }
     let s = summary(verdicts);
-    out.push_str(&format!("{} connectors: {} accepted, {} rejected", s["connectors"], s["accepted"], s["rejected"]));
+    out.push_str(&format!(
+        "{} connectors: {} accepted, {} rejected",
+        s["connectors"], s["accepted"], s["rejected"]
+    ));
     out
 }
 

@@ -9,7 +9,11 @@ pub enum ConnectError {
     #[error("Kafka Connect at {url} is unreachable: {source}")]
     Unreachable { url: String, source: reqwest::Error },
     #[error("Kafka Connect at {url} answered {status} to {what}")]
-    Status { url: String, what: String, status: reqwest::StatusCode },
+    Status {
+        url: String,
+        what: String,
+        status: reqwest::StatusCode,
+    },
     #[error("Kafka Connect at {url}: {source}")]
     Plugins { url: String, source: CatalogError },
 }
@@ -28,7 +32,10 @@ impl ConnectClient {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("HTTP client builds");
-        Self { base: base.trim_end_matches('/').to_string(), http }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -38,7 +45,10 @@ impl ConnectClient {
     /// `GET /connector-plugins`: the installed connector classes.
     pub async fn plugins(&self) -> Result<Catalog, ConnectError> {
         let url = format!("{}/connector-plugins", self.base);
-        let unreachable = |source| ConnectError::Unreachable { url: self.base.clone(), source };
+        let unreachable = |source| ConnectError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
         let response = self.http.get(&url).send().await.map_err(unreachable)?;
         if !response.status().is_success() {
             return Err(ConnectError::Status {
@@ -48,6 +58,9 @@ impl ConnectClient {
             });
         }
         let body = response.bytes().await.map_err(unreachable)?;
-        Catalog::from_json(&body).map_err(|source| ConnectError::Plugins { url: self.base.clone(), source })
+        Catalog::from_json(&body).map_err(|source| ConnectError::Plugins {
+            url: self.base.clone(),
+            source,
+        })
     }
 }

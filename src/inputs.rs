@@ -44,7 +44,11 @@ pub enum InputError {
     #[error("{} is not UTF-8 text", file.display())]
     NotUtf8 { file: PathBuf },
     #[error("variable ${name} is defined twice: in {} and in {}", first.display(), second.display())]
-    Duplicate { name: String, first: PathBuf, second: PathBuf },
+    Duplicate {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
     #[error("{}:{line}: expected KEY=VALUE", file.display())]
     EnvFileSyntax { file: PathBuf, line: usize },
     #[error("invalid --template-env-allow regex: {0}")]
@@ -77,7 +81,11 @@ impl InputSources {
         for dir in &self.vars_dirs {
             for (name, value, file) in read_vars_dir(dir)? {
                 if let Some(first) = origin.get(&name) {
-                    return Err(InputError::Duplicate { name, first: first.clone(), second: file });
+                    return Err(InputError::Duplicate {
+                        name,
+                        first: first.clone(),
+                        second: file,
+                    });
                 }
                 origin.insert(name.clone(), file);
                 vars.insert(name, Secret(value));
@@ -97,7 +105,11 @@ impl InputSources {
             .filter(|(k, _)| env_visible(k, allow.as_ref()))
             .map(|(k, v)| (k, Secret(v)))
             .collect();
-        Ok(TemplateInputs { vars, env, env_allow: self.env_allow.clone() })
+        Ok(TemplateInputs {
+            vars,
+            env,
+            env_allow: self.env_allow.clone(),
+        })
     }
 }
 
@@ -125,7 +137,10 @@ pub fn var_name(key: &str) -> String {
 /// Reads one mounted directory. Kubernetes Secret and ConfigMap volumes are symlink farms
 /// (`key -> ..data/key`, `..data -> ..2026_…`): dot entries are the machinery, not keys.
 fn read_vars_dir(dir: &Path) -> Result<Vec<(String, String, PathBuf)>, InputError> {
-    let read_dir_err = |source| InputError::ReadDir { dir: dir.to_path_buf(), source };
+    let read_dir_err = |source| InputError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(read_dir_err)?
         .collect::<Result<_, _>>()
@@ -140,8 +155,10 @@ fn read_vars_dir(dir: &Path) -> Result<Vec<(String, String, PathBuf)>, InputErro
         if file_name.starts_with('.') || !is_file {
             continue;
         }
-        let bytes = std::fs::read(&path)
-            .map_err(|source| InputError::ReadFile { file: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| InputError::ReadFile {
+            file: path.clone(),
+            source,
+        })?;
         let text = String::from_utf8(bytes).map_err(|_| InputError::NotUtf8 { file: path.clone() })?;
         if file_name.ends_with(".properties") {
             for (key, value) in properties::parse(&text) {
@@ -156,8 +173,10 @@ fn read_vars_dir(dir: &Path) -> Result<Vec<(String, String, PathBuf)>, InputErro
 }
 
 fn read_env_file(file: &Path) -> Result<Vec<(String, String)>, InputError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| InputError::ReadFile { file: file.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| InputError::ReadFile {
+        file: file.to_path_buf(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_start();
@@ -165,10 +184,13 @@ fn read_env_file(file: &Path) -> Result<Vec<(String, String)>, InputError> {
             continue;
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
-        let (key, value) = line
-            .split_once('=')
-            .filter(|(k, _)| !k.trim().is_empty())
-            .ok_or(InputError::EnvFileSyntax { file: file.to_path_buf(), line: i + 1 })?;
+        let (key, value) =
+            line.split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or(InputError::EnvFileSyntax {
+                    file: file.to_path_buf(),
+                    line: i + 1,
+                })?;
         out.push((key.trim().to_string(), value.to_string()));
     }
     Ok(out)
@@ -181,7 +203,10 @@ mod tests {
 
     #[test]
     fn names_follow_the_original() {
-        assert_eq!(var_name("basic.auth.credentials-source"), "BASIC_AUTH_CREDENTIALS_SOURCE");
+        assert_eq!(
+            var_name("basic.auth.credentials-source"),
+            "BASIC_AUTH_CREDENTIALS_SOURCE"
+        );
     }
 
     /// A Secret volume as the kubelet writes it.
@@ -221,9 +246,17 @@ mod tests {
         };
         let inputs = sources.load().unwrap();
         assert_eq!(inputs.env.keys().collect::<Vec<_>>(), vec!["MYSQL_USER"]);
-        assert!(inputs.env_hidden_reason("OTHER").unwrap().contains("--template-env-allow"));
+        assert!(
+            inputs
+                .env_hidden_reason("OTHER")
+                .unwrap()
+                .contains("--template-env-allow")
+        );
         assert!(inputs.env_hidden_reason("CONNECT_GATE_X").is_some());
-        let all = InputSources { env_allow: None, ..sources };
+        let all = InputSources {
+            env_allow: None,
+            ..sources
+        };
         let names: Vec<_> = all.load().unwrap().env.into_keys().collect();
         assert_eq!(names, vec!["MYSQL_USER", "OTHER"]);
     }

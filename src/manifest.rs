@@ -50,7 +50,9 @@ pub struct ConnectorConfigMap {
 
 /// Whether a ConfigMap's labels make it a connector ConfigMap.
 pub fn is_connector_configmap(labels: Option<&BTreeMap<String, String>>) -> bool {
-    labels.and_then(|l| l.get(DESTINATION_LABEL)).is_some_and(|d| d == DESTINATION_CONNECT)
+    labels
+        .and_then(|l| l.get(DESTINATION_LABEL))
+        .is_some_and(|d| d == DESTINATION_CONNECT)
 }
 
 impl ConnectorConfigMap {
@@ -70,7 +72,11 @@ impl ConnectorConfigMap {
             enabled: label(ENABLED_LABEL).as_deref() != Some("false"),
             cloud_target: label(CLOUD_LABEL),
             data: cm.data.clone().unwrap_or_default(),
-            binary_keys: cm.binary_data.as_ref().map(|b| b.keys().cloned().collect()).unwrap_or_default(),
+            binary_keys: cm
+                .binary_data
+                .as_ref()
+                .map(|b| b.keys().cloned().collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -80,9 +86,17 @@ pub enum ManifestError {
     #[error("cannot read {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: document {doc}: {source}", path.display())]
-    Yaml { path: PathBuf, doc: usize, source: serde_yaml::Error },
+    Yaml {
+        path: PathBuf,
+        doc: usize,
+        source: serde_yaml::Error,
+    },
     #[error("{}: document {doc}: not a valid ConfigMap: {source}", path.display())]
-    ConfigMap { path: PathBuf, doc: usize, source: serde_json::Error },
+    ConfigMap {
+        path: PathBuf,
+        doc: usize,
+        source: serde_json::Error,
+    },
 }
 
 /// Reads connector ConfigMaps from files, directories (recursively, `*.yaml`/`*.yml`) or `-`
@@ -92,13 +106,17 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<ConnectorConfigMap>, Manifest
     for path in paths {
         if path == Path::new("-") {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|source| ManifestError::Io { path: path.clone(), source })?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| ManifestError::Io {
+                path: path.clone(),
+                source,
+            })?;
             out.extend(parse_yaml(&text, Path::new("<stdin>"))?);
         } else {
             for file in yaml_files(path)? {
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|source| ManifestError::Io { path: file.clone(), source })?;
+                let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io {
+                    path: file.clone(),
+                    source,
+                })?;
                 out.extend(parse_yaml(&text, &file)?);
             }
         }
@@ -107,7 +125,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<ConnectorConfigMap>, Manifest
 }
 
 fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let io = |source| ManifestError::Io { path: path.to_path_buf(), source };
+    let io = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if !std::fs::metadata(path).map_err(io)?.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
@@ -134,12 +155,22 @@ pub fn parse_yaml(text: &str, path: &Path) -> Result<Vec<ConnectorConfigMap>, Ma
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let doc_no = i + 1;
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|source| ManifestError::Yaml { path: path.to_path_buf(), doc: doc_no, source })?;
-        let value: serde_json::Value = serde_yaml::from_value(value)
-            .map_err(|source| ManifestError::Yaml { path: path.to_path_buf(), doc: doc_no, source })?;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|source| ManifestError::Yaml {
+            path: path.to_path_buf(),
+            doc: doc_no,
+            source,
+        })?;
+        let value: serde_json::Value = serde_yaml::from_value(value).map_err(|source| ManifestError::Yaml {
+            path: path.to_path_buf(),
+            doc: doc_no,
+            source,
+        })?;
         let objects = match value.get("kind").and_then(|k| k.as_str()) {
-            Some("List") => value.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default(),
+            Some("List") => value
+                .get("items")
+                .and_then(|i| i.as_array())
+                .cloned()
+                .unwrap_or_default(),
             _ => vec![value],
         };
         for object in objects {
@@ -148,8 +179,11 @@ pub fn parse_yaml(text: &str, path: &Path) -> Result<Vec<ConnectorConfigMap>, Ma
             if !is_cm {
                 continue;
             }
-            let cm: ConfigMap = serde_json::from_value(object)
-                .map_err(|source| ManifestError::ConfigMap { path: path.to_path_buf(), doc: doc_no, source })?;
+            let cm: ConfigMap = serde_json::from_value(object).map_err(|source| ManifestError::ConfigMap {
+                path: path.to_path_buf(),
+                doc: doc_no,
+                source,
+            })?;
             out.extend(ConnectorConfigMap::from_configmap(&cm, Some(path.to_path_buf())));
         }
     }
@@ -196,11 +230,16 @@ items:
 
     #[test]
     fn bad_yaml_names_file_and_document() {
-        let err = parse_yaml("a: 1\n---\n: [", Path::new("bad.yaml")).unwrap_err().to_string();
-        assert!(err.starts_with("bad.yaml: document 2:"), "{err}");
-        let err = parse_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: [1]}\n", Path::new("c.yaml"))
+        let err = parse_yaml("a: 1\n---\n: [", Path::new("bad.yaml"))
             .unwrap_err()
             .to_string();
+        assert!(err.starts_with("bad.yaml: document 2:"), "{err}");
+        let err = parse_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {k: [1]}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not a valid ConfigMap"), "{err}");
     }
 }

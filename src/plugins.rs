@@ -59,7 +59,12 @@ impl Catalog {
             })
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
-        scored.into_iter().filter(|(s, _)| *s > 0.6).take(3).map(|(_, c)| c).collect()
+        scored
+            .into_iter()
+            .filter(|(s, _)| *s > 0.6)
+            .take(3)
+            .map(|(_, c)| c)
+            .collect()
     }
 }
 
@@ -83,7 +88,11 @@ mod tests {
     #[test]
     fn resolves_the_three_forms_connect_accepts() {
         let c = catalog();
-        for name in ["org.apache.kafka.connect.file.FileStreamSinkConnector", "FileStreamSinkConnector", "FileStreamSink"] {
+        for name in [
+            "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "FileStreamSinkConnector",
+            "FileStreamSink",
+        ] {
             assert_eq!(c.resolve(name).unwrap().kind, "sink", "{name}");
         }
         assert!(c.resolve("file.FileStreamSink").is_none());
@@ -93,7 +102,13 @@ mod tests {
     #[test]
     fn suggests_close_classes() {
         let c = catalog();
-        assert_eq!(c.closest("FileStreamSinc")[0], "org.apache.kafka.connect.file.FileStreamSinkConnector");
-        assert_eq!(c.closest("io.x.FileStreamSourceConector")[0], "org.apache.kafka.connect.file.FileStreamSourceConnector");
+        assert_eq!(
+            c.closest("FileStreamSinc")[0],
+            "org.apache.kafka.connect.file.FileStreamSinkConnector"
+        );
+        assert_eq!(
+            c.closest("io.x.FileStreamSourceConector")[0],
+            "org.apache.kafka.connect.file.FileStreamSourceConnector"
+        );
     }
 }

@@ -121,7 +121,10 @@ mod tests {
     fn values_keep_later_separators() {
         assert_eq!(
             pairs("sasl.jaas.config=org.Plain required username=\"k\" password=\"s==\";\n"),
-            vec![p("sasl.jaas.config", "org.Plain required username=\"k\" password=\"s==\";")]
+            vec![p(
+                "sasl.jaas.config",
+                "org.Plain required username=\"k\" password=\"s==\";"
+            )]
         );
     }
 

@@ -51,7 +51,11 @@ pub struct Undefined {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Outcome {
     Value(Value),
-    Syntax { expected: String, found: String, pos: Pos },
+    Syntax {
+        expected: String,
+        found: String,
+        pos: Pos,
+    },
     Undefined(Vec<Undefined>),
     /// A jq runtime error. Its text may quote values: callers scrub it before showing it.
     Runtime(String),
@@ -92,7 +96,11 @@ impl Renderer {
     /// `exe` is a connect-gate binary (normally `std::env::current_exe()`).
     pub fn new(exe: PathBuf) -> Self {
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        Self { exe, timeout: Duration::from_millis(900), permits: Arc::new(Semaphore::new(parallel)) }
+        Self {
+            exe,
+            timeout: Duration::from_millis(750),
+            permits: Arc::new(Semaphore::new(parallel)),
+        }
     }
 
     pub async fn eval(&self, request: &Request) -> Result<Outcome, SandboxError> {
@@ -105,7 +113,10 @@ impl Renderer {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| SandboxError::Spawn { exe: self.exe.clone(), source })?;
+            .map_err(|source| SandboxError::Spawn {
+                exe: self.exe.clone(),
+                source,
+            })?;
         let input = serde_json::to_vec(request).expect("request serialises");
         let mut stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped").take(MAX_OUTPUT as u64 + 1024);
@@ -116,10 +127,7 @@ impl Renderer {
             drop(stdin);
             let mut out = Vec::new();
             let mut err = Vec::new();
-            let (o, e) = tokio::join!(
-                stdout.read_to_end(&mut out),
-                stderr.read_to_end(&mut err)
-            );
+            let (o, e) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
             o.and(e).map_err(|e| SandboxError::Crashed(e.to_string()))?;
             let status = child.wait().await.map_err(|e| SandboxError::Crashed(e.to_string()))?;
             Ok::<_, SandboxError>((status, out, err))
@@ -179,7 +187,10 @@ pub fn eval(request: &Request) -> Outcome {
 
     let code = request.code.as_str();
     let prelude = jaq_core::load::parse("def env: $ENV;", |p| p.defs()).expect("prelude parses");
-    let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs()).chain(prelude);
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs())
+        .chain(prelude);
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
@@ -238,14 +249,24 @@ fn syntax_outcome<P>(code: &str, errors: jaq_core::load::Errors<&str, P>) -> Out
             };
             (expected, found)
         }),
-        Error::Parse(errs) => errs.into_iter().next().map(|(e, found)| (e.as_str().to_string(), found)),
-        Error::Io(errs) => errs.into_iter().next().map(|(path, _)| ("no module imports".into(), path)),
+        Error::Parse(errs) => errs
+            .into_iter()
+            .next()
+            .map(|(e, found)| (e.as_str().to_string(), found)),
+        Error::Io(errs) => errs
+            .into_iter()
+            .next()
+            .map(|(path, _)| ("no module imports".into(), path)),
     });
     let (expected, found) = first.unwrap_or_else(|| ("valid jq".into(), code));
     let shown: String = found.chars().take(20).collect();
     Outcome::Syntax {
         expected,
-        found: if shown.is_empty() { "end of template".into() } else { shown },
+        found: if shown.is_empty() {
+            "end of template".into()
+        } else {
+            shown
+        },
         pos: pos_of(code, found),
     }
 }
@@ -305,7 +326,11 @@ mod tests {
 
     fn run(code: &str, vars: &[(&str, &str)], env: &[(&str, &str)]) -> Outcome {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        eval(&Request { code: code.into(), vars: map(vars), env: map(env) })
+        eval(&Request {
+            code: code.into(),
+            vars: map(vars),
+            env: map(env),
+        })
     }
 
     #[test]
@@ -316,12 +341,17 @@ mod tests {
             &[("E", "e")],
         );
         let Outcome::Value(v) = out else { panic!("{out:?}") };
-        assert_eq!(v, serde_json::json!({"a":"1","b":"2","e":"e","f":"e","i":"x-1","d":"dflt"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"a":"1","b":"2","e":"e","f":"e","i":"x-1","d":"dflt"})
+        );
     }
 
     #[test]
     fn reports_undefined_variables_with_position() {
-        let Outcome::Undefined(u) = run("{\n  \"a\": $MISSING }", &[], &[]) else { panic!() };
+        let Outcome::Undefined(u) = run("{\n  \"a\": $MISSING }", &[], &[]) else {
+            panic!()
+        };
         assert_eq!(u[0].name, "MISSING");
         assert_eq!(u[0].kind, "variable");
         assert_eq!(u[0].pos, Pos { line: 2, column: 8 });
@@ -330,7 +360,9 @@ mod tests {
     #[test]
     fn reports_syntax_errors_with_position() {
         let out = run("{\n  \"a\": 1,\n  \"b\" 2 }", &[], &[]);
-        let Outcome::Syntax { pos, .. } = out else { panic!("{out:?}") };
+        let Outcome::Syntax { pos, .. } = out else {
+            panic!("{out:?}")
+        };
         assert_eq!(pos.line, 3);
     }
 
@@ -351,7 +383,9 @@ mod tests {
 
     #[test]
     fn numbers_print_like_jq() {
-        let Outcome::Value(v) = run("[1, 1.0, 2.5, 10000000000, 1e400]", &[], &[]) else { panic!() };
+        let Outcome::Value(v) = run("[1, 1.0, 2.5, 10000000000, 1e400]", &[], &[]) else {
+            panic!()
+        };
         assert_eq!(v.to_string(), "[1,1,2.5,10000000000,null]");
     }
 }

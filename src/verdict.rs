@@ -41,14 +41,25 @@ pub struct Connector {
 pub enum Problem {
     #[error("template does not parse at {pos}: expected {expected}, found `{found}`")]
     Syntax { expected: String, found: String, pos: Pos },
-    #[error("undefined variable ${name} at {pos}; variables available: {}", list_or_none(available))]
-    UndefinedVar { name: String, pos: Pos, available: Vec<String> },
+    #[error(
+        "undefined variable ${name} at {pos}; variables available: {}",
+        list_or_none(available)
+    )]
+    UndefinedVar {
+        name: String,
+        pos: Pos,
+        available: Vec<String>,
+    },
     #[error("unknown {kind} `{name}` at {pos}")]
     UndefinedFilter { kind: String, name: String, pos: Pos },
     #[error("env.{name} is not set{}", used_by(keys))]
     EnvUnset { name: String, keys: Vec<String> },
     #[error("env.{name} is not available to templates ({reason}){}", used_by(keys))]
-    EnvHidden { name: String, reason: String, keys: Vec<String> },
+    EnvHidden {
+        name: String,
+        reason: String,
+        keys: Vec<String>,
+    },
     #[error("template failed: {0}")]
     Runtime(String),
     #[error("template must produce exactly one object, it produced {0} outputs")]
@@ -85,16 +96,27 @@ pub enum Problem {
     BadState,
     #[error("connector name {name:?} is also declared by {other}")]
     Duplicate { name: String, other: String },
-    #[error("connector.class {class:?} is not installed on the worker; closest installed: {}", list_or_none(closest))]
+    #[error(
+        "connector.class {class:?} is not installed on the worker; closest installed: {}",
+        list_or_none(closest)
+    )]
     UnknownClass { class: String, closest: Vec<String> },
 }
 
 fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn used_by(keys: &[String]) -> String {
-    if keys.is_empty() { String::new() } else { format!(" (used by {})", keys.join(", ")) }
+    if keys.is_empty() {
+        String::new()
+    } else {
+        format!(" (used by {})", keys.join(", "))
+    }
 }
 
 /// Whether the ConfigMap declares that the connector must exist.
@@ -163,13 +185,24 @@ impl Pipeline {
     }
 
     /// Judges every data key of every ConfigMap, including names declared twice across them.
-    pub async fn judge(&self, cms: &[ConnectorConfigMap], inputs: &TemplateInputs, plugins: PluginCheck<'_>) -> Vec<Verdict> {
+    pub async fn judge(
+        &self,
+        cms: &[ConnectorConfigMap],
+        inputs: &TemplateInputs,
+        plugins: PluginCheck<'_>,
+    ) -> Vec<Verdict> {
         let jobs = cms.iter().flat_map(|cm| {
-            let rendered = cm.data.iter().map(move |(key, code)| self.judge_key(cm, key, code, inputs, plugins));
-            let binary = cm.binary_keys.iter().map(move |key| async move {
-                draft(cm, key).finish(vec![Problem::BinaryData], &Taint::default())
-            });
-            rendered.map(futures::future::Either::Left).chain(binary.map(futures::future::Either::Right))
+            let rendered = cm
+                .data
+                .iter()
+                .map(move |(key, code)| self.judge_key(cm, key, code, inputs, plugins));
+            let binary = cm
+                .binary_keys
+                .iter()
+                .map(move |key| async move { draft(cm, key).finish(vec![Problem::BinaryData], &Taint::default()) });
+            rendered
+                .map(futures::future::Either::Left)
+                .chain(binary.map(futures::future::Either::Right))
         });
         let mut verdicts: Vec<Verdict> = futures::future::join_all(jobs).await;
         mark_duplicates(&mut verdicts);
@@ -216,7 +249,10 @@ impl Pipeline {
                     let class = &connector.config["connector.class"];
                     if catalog.resolve(class).is_none() {
                         let closest = catalog.closest(class).into_iter().map(String::from).collect();
-                        problems.push(Problem::UnknownClass { class: class.clone(), closest });
+                        problems.push(Problem::UnknownClass {
+                            class: class.clone(),
+                            closest,
+                        });
                     }
                 }
                 PluginCheck::Unavailable(why) => verdict.warnings.push(format!("plugin check skipped: {why}")),
@@ -234,19 +270,32 @@ impl Pipeline {
     async fn render(&self, code: &str, inputs: &TemplateInputs, enabled: bool) -> Result<Value, Vec<Problem>> {
         let mut request = Request {
             code: code.to_string(),
-            vars: inputs.vars.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
-            env: inputs.env.iter().map(|(k, v)| (k.clone(), v.expose().to_string())).collect(),
+            vars: inputs
+                .vars
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
+            env: inputs
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect(),
         };
         let outcome = self.renderer.eval(&request).await.map_err(|e| vec![e.into()])?;
         if let (Outcome::Undefined(undefined), false) = (&outcome, enabled) {
             let only_vars = undefined.iter().all(|u| u.kind == "variable");
             if only_vars {
-                request.vars.extend(undefined.iter().map(|u| (u.name.clone(), String::new())));
+                request
+                    .vars
+                    .extend(undefined.iter().map(|u| (u.name.clone(), String::new())));
                 let retried = self.renderer.eval(&request).await.map_err(|e| vec![e.into()])?;
                 return outcome_value(retried, inputs);
             }
         }
-        let missing: Vec<String> = referenced_env(code).into_iter().filter(|n| !inputs.env.contains_key(n)).collect();
+        let missing: Vec<String> = referenced_env(code)
+            .into_iter()
+            .filter(|n| !inputs.env.contains_key(n))
+            .collect();
         if missing.is_empty() || !enabled {
             return outcome_value(outcome, inputs);
         }
@@ -255,7 +304,9 @@ impl Pipeline {
         let marker = |name: &str| format!("\u{1}unset:{name}\u{1}");
         request.env.extend(missing.iter().map(|n| (n.clone(), marker(n))));
         let marked = self.renderer.eval(&request).await.map_err(|e| vec![e.into()])?;
-        let Outcome::Value(marked) = marked else { return outcome_value(outcome, inputs) };
+        let Outcome::Value(marked) = marked else {
+            return outcome_value(outcome, inputs);
+        };
         let first = match &outcome {
             Outcome::Value(v) => Some(v),
             _ => None,
@@ -286,8 +337,15 @@ impl Pipeline {
         Err(blamed
             .into_iter()
             .map(|(name, keys)| match inputs.env_hidden_reason(name) {
-                Some(reason) => Problem::EnvHidden { name: name.to_string(), reason, keys },
-                None => Problem::EnvUnset { name: name.to_string(), keys },
+                Some(reason) => Problem::EnvHidden {
+                    name: name.to_string(),
+                    reason,
+                    keys,
+                },
+                None => Problem::EnvUnset {
+                    name: name.to_string(),
+                    keys,
+                },
             })
             .collect())
     }
@@ -326,7 +384,11 @@ fn outcome_value(outcome: Outcome, inputs: &TemplateInputs) -> Result<Value, Vec
                         pos: u.pos,
                         available: inputs.vars.keys().map(|k| format!("${k}")).collect(),
                     },
-                    _ => Problem::UndefinedFilter { kind: u.kind, name: u.name, pos: u.pos },
+                    _ => Problem::UndefinedFilter {
+                        kind: u.kind,
+                        name: u.name,
+                        pos: u.pos,
+                    },
                 })
                 .collect());
         }
@@ -403,7 +465,11 @@ impl Taint {
     fn new(code: &str, inputs: &TemplateInputs) -> Self {
         let vars = referenced_vars(code).into_iter().filter_map(|n| inputs.vars.get(&n));
         let env = referenced_env(code).into_iter().filter_map(|n| inputs.env.get(&n));
-        let mut values: Vec<String> = vars.chain(env).map(|s| s.expose().to_string()).filter(|v| !v.is_empty()).collect();
+        let mut values: Vec<String> = vars
+            .chain(env)
+            .map(|s| s.expose().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Self { values }
     }
@@ -418,7 +484,11 @@ impl Taint {
     /// everywhere would garble every message.
     fn scrub(&self, text: &str) -> String {
         self.values.iter().fold(text.to_string(), |t, v| {
-            if v.chars().count() >= 4 { t.replace(v.as_str(), "****") } else { t.replace(&format!("{v:?}"), "\"****\"") }
+            if v.chars().count() >= 4 {
+                t.replace(v.as_str(), "****")
+            } else {
+                t.replace(&format!("{v:?}"), "\"****\"")
+            }
         })
     }
 }
@@ -444,7 +514,12 @@ fn type_name(v: &Value) -> &'static str {
 
 /// The checks on a rendered value. Pure.
 fn check_shape(value: &Value, taint: &Taint) -> Checked {
-    let mut checked = Checked { name: None, connector: None, name_problems: vec![], problems: vec![] };
+    let mut checked = Checked {
+        name: None,
+        connector: None,
+        name_problems: vec![],
+        problems: vec![],
+    };
     let Value::Object(top) = value else {
         checked.name_problems.push(Problem::NotObject(type_name(value)));
         return checked;
@@ -458,7 +533,10 @@ fn check_shape(value: &Value, taint: &Taint) -> Checked {
         Some(other) => checked.name_problems.push(Problem::NameNotString(type_name(other))),
     }
     let problems = &mut checked.problems;
-    for key in top.keys().filter(|k| !["name", "config", "state"].contains(&k.as_str())) {
+    for key in top
+        .keys()
+        .filter(|k| !["name", "config", "state"].contains(&k.as_str()))
+    {
         problems.push(Problem::UnknownKey(key.clone()));
     }
     let state = match top.get("state") {
@@ -482,10 +560,13 @@ fn check_shape(value: &Value, taint: &Taint) -> Checked {
         return checked;
     };
     let config = stringify_config(raw, problems);
-    if let (Some(name), Some(config_name)) = (&checked.name, config.get("name")) {
-        if config_name != name {
-            problems.push(Problem::NameMismatch { name: name.clone(), config_name: config_name.clone() });
-        }
+    if let (Some(name), Some(config_name)) = (&checked.name, config.get("name"))
+        && config_name != name
+    {
+        problems.push(Problem::NameMismatch {
+            name: name.clone(),
+            config_name: config_name.clone(),
+        });
     }
     if !raw.contains_key("connector.class") || config.get("connector.class").is_some_and(|c| c.trim().is_empty()) {
         problems.push(Problem::MissingClass);
@@ -493,8 +574,17 @@ fn check_shape(value: &Value, taint: &Taint) -> Checked {
     if let (Some(name), true) = (&checked.name, problems.is_empty() && checked.name_problems.is_empty()) {
         let mut config = config;
         config.insert("name".into(), name.clone());
-        let secret_keys = config.iter().filter(|(_, v)| taint.touches(v)).map(|(k, _)| k.clone()).collect();
-        checked.connector = Some(Connector { name: name.clone(), config, state, secret_keys });
+        let secret_keys = config
+            .iter()
+            .filter(|(_, v)| taint.touches(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        checked.connector = Some(Connector {
+            name: name.clone(),
+            config,
+            state,
+            secret_keys,
+        });
     }
     checked
 }
@@ -509,7 +599,10 @@ fn stringify_config(raw: &Map<String, Value>, problems: &mut Vec<Problem>) -> BT
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             Value::Null | Value::Array(_) | Value::Object(_) => {
-                problems.push(Problem::BadValue { key: key.clone(), kind: type_name(value) });
+                problems.push(Problem::BadValue {
+                    key: key.clone(),
+                    kind: type_name(value),
+                });
                 continue;
             }
         };
@@ -533,7 +626,10 @@ fn name_problem(name: &str) -> Option<Problem> {
     } else {
         return None;
     };
-    Some(Problem::InvalidName { name: name.escape_debug().to_string(), why })
+    Some(Problem::InvalidName {
+        name: name.escape_debug().to_string(),
+        why,
+    })
 }
 
 /// Connector names are not secret (Connect lists them to anyone), so these messages need no mask.
@@ -551,7 +647,10 @@ fn mark_duplicates(verdicts: &mut [Verdict]) {
                 .filter(|&&j| j != i)
                 .map(|&j| format!("{}, key {}", verdicts[j].origin, verdicts[j].key))
                 .collect();
-            let problem = Problem::Duplicate { name: name.clone(), other: others.join("; ") };
+            let problem = Problem::Duplicate {
+                name: name.clone(),
+                other: others.join("; "),
+            };
             verdicts[i].problems.push(problem.to_string());
             verdicts[i].connector = None;
         }
@@ -572,7 +671,10 @@ mod tests {
 
     #[test]
     fn runtime_messages_lose_their_quoted_values() {
-        assert_eq!(mask_string_literals(r#"cannot use "hun\"ter2" (string) as number"#), r#"cannot use "****" (string) as number"#);
+        assert_eq!(
+            mask_string_literals(r#"cannot use "hun\"ter2" (string) as number"#),
+            r#"cannot use "****" (string) as number"#
+        );
     }
 
     #[test]

@@ -40,11 +40,25 @@ fn streaming_ops_fixtures_are_accepted() {
     let out = ws.check(&[], &[Path::new(FIXTURES)]);
     out.assert_no_secrets();
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains("customers-jdbc-source-connector.json -> jdbc-customers\n"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("customers-jdbc-source-connector.json -> jdbc-customers\n"),
+        "{}",
+        out.stdout
+    );
     // The BigQuery sink is disabled and its env vars are absent: accepted, name still found.
-    assert!(out.stdout.contains("orders-bq-sink.json -> orders-bq-sink (disabled: to be deleted)"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("orders-bq-sink.json -> orders-bq-sink (disabled: to be deleted)"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("label destination.cc"), "{}", out.stdout);
-    assert!(out.stdout.ends_with("3 connectors: 3 accepted, 0 rejected\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("3 connectors: 3 accepted, 0 rejected\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -62,7 +76,10 @@ fn render_masks_variable_values_unless_revealed() {
     let revealed = ws.render(&["--reveal"], &[&file]);
     let line: serde_json::Value = serde_json::from_str(revealed.stdout.trim()).unwrap();
     assert_eq!(line["config"]["connection.password"], cli::SECRETS[1]);
-    assert_eq!(line["config"]["value.converter.schema.registry.basic.auth.user.info"], cli::SECRETS[0]);
+    assert_eq!(
+        line["config"]["value.converter.schema.registry.basic.auth.user.info"],
+        cli::SECRETS[0]
+    );
     assert_eq!(masked.stdout.lines().count(), 1);
 }
 
@@ -82,55 +99,147 @@ fn config_values_become_strings_and_name_is_added() {
 
 #[test]
 fn parse_error_names_line_and_column() {
-    let out = check_template(&Workspace::new(), "{\n  \"name\": \"x\",\n  \"config\": {\"a\" \"b\"}\n}");
-    assert_rejected(&out, &["ConfigMap team/cm (", "c.json -> ?", "does not parse at template line 3, column"]);
+    let out = check_template(
+        &Workspace::new(),
+        "{\n  \"name\": \"x\",\n  \"config\": {\"a\" \"b\"}\n}",
+    );
+    assert_rejected(
+        &out,
+        &[
+            "ConfigMap team/cm (",
+            "c.json -> ?",
+            "does not parse at template line 3, column",
+        ],
+    );
 }
 
 #[test]
 fn undefined_variable_is_named_with_the_available_names() {
-    let out = check_template(&Workspace::new(), r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "url": $SCHEMA_REGISTRY_ULR}}"#);
-    assert_rejected(&out, &["undefined variable $SCHEMA_REGISTRY_ULR", "$SCHEMA_REGISTRY_URL", "$BASIC_AUTH_CREDENTIALS_SOURCE"]);
+    let out = check_template(
+        &Workspace::new(),
+        r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "url": $SCHEMA_REGISTRY_ULR}}"#,
+    );
+    assert_rejected(
+        &out,
+        &[
+            "undefined variable $SCHEMA_REGISTRY_ULR",
+            "$SCHEMA_REGISTRY_URL",
+            "$BASIC_AUTH_CREDENTIALS_SOURCE",
+        ],
+    );
 }
 
 #[test]
 fn unset_env_is_named_unless_a_default_is_given() {
     let ws = Workspace::new();
-    let out = check_template(&ws, r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "user": env.MYSQL_USR, "pw": "p-\(env.NOPE)"}}"#);
-    assert_rejected(&out, &["env.MYSQL_USR is not set (used by config key `user`)", "env.NOPE is not set (used by config key `pw`)"]);
-    let out = check_template(&ws, r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "user": (env.MYSQL_USR // "anon"), "pw": $ENV.MYSQL_CONNECTION_PASSWORD}}"#);
+    let out = check_template(
+        &ws,
+        r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "user": env.MYSQL_USR, "pw": "p-\(env.NOPE)"}}"#,
+    );
+    assert_rejected(
+        &out,
+        &[
+            "env.MYSQL_USR is not set (used by config key `user`)",
+            "env.NOPE is not set (used by config key `pw`)",
+        ],
+    );
+    let out = check_template(
+        &ws,
+        r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "user": (env.MYSQL_USR // "anon"), "pw": $ENV.MYSQL_CONNECTION_PASSWORD}}"#,
+    );
     assert_eq!(out.code, 0, "{}", out.all());
 }
 
 #[test]
 fn connect_gates_own_env_and_disallowed_env_are_hidden() {
     let ws = Workspace::new();
-    ws.write("env", &format!("CONNECT_GATE_TLS_KEY=private-key-material\nMYSQL_CONNECTION_PASSWORD={}\n", cli::SECRETS[1]));
-    let out = check_template(&ws, r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "k": env.CONNECT_GATE_TLS_KEY}}"#);
-    assert_rejected(&out, &["env.CONNECT_GATE_TLS_KEY is not available to templates (CONNECT_GATE_* variables are connect-gate's own settings)"]);
+    ws.write(
+        "env",
+        &format!(
+            "CONNECT_GATE_TLS_KEY=private-key-material\nMYSQL_CONNECTION_PASSWORD={}\n",
+            cli::SECRETS[1]
+        ),
+    );
+    let out = check_template(
+        &ws,
+        r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "k": env.CONNECT_GATE_TLS_KEY}}"#,
+    );
+    assert_rejected(
+        &out,
+        &[
+            "env.CONNECT_GATE_TLS_KEY is not available to templates (CONNECT_GATE_* variables are connect-gate's own settings)",
+        ],
+    );
     assert!(!out.stdout.contains("private-key-material"));
-    let file = ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "k": env.MYSQL_CONNECTION_PASSWORD}}"#)]));
+    let file = ws.write(
+        "cm.yaml",
+        &configmap(
+            "cm",
+            &[],
+            &[(
+                "c.json",
+                r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "k": env.MYSQL_CONNECTION_PASSWORD}}"#,
+            )],
+        ),
+    );
     let out = ws.check(&["--template-env-allow", "KAFKA_.*"], &[&file]);
     out.assert_no_secrets();
-    assert_rejected(&out, &["env.MYSQL_CONNECTION_PASSWORD is not available to templates (not allowed by --template-env-allow 'KAFKA_.*')"]);
+    assert_rejected(
+        &out,
+        &[
+            "env.MYSQL_CONNECTION_PASSWORD is not available to templates (not allowed by --template-env-allow 'KAFKA_.*')",
+        ],
+    );
 }
 
 #[test]
 fn result_shape_problems() {
     let ws = Workspace::new();
     let cases: &[(&str, &[&str])] = &[
-        (r#""just a string""#, &["must produce an object", "it produced a string"]),
-        (r#"{"config": {"connector.class": "FileStreamSink"}}"#, &["`name` is missing"]),
-        (r#"{"name": "", "config": {"connector.class": "FileStreamSink"}}"#, &["`name` is empty"]),
-        (r#"{"name": "a", "config": {"name": "b", "connector.class": "FileStreamSink"}}"#, &[r#"config.name "b" differs from name "a""#]),
-        (r#"{"name": "a", "config": {"topics": "t"}}"#, &["config has no `connector.class`"]),
+        (
+            r#""just a string""#,
+            &["must produce an object", "it produced a string"],
+        ),
+        (
+            r#"{"config": {"connector.class": "FileStreamSink"}}"#,
+            &["`name` is missing"],
+        ),
+        (
+            r#"{"name": "", "config": {"connector.class": "FileStreamSink"}}"#,
+            &["`name` is empty"],
+        ),
+        (
+            r#"{"name": "a", "config": {"name": "b", "connector.class": "FileStreamSink"}}"#,
+            &[r#"config.name "b" differs from name "a""#],
+        ),
+        (
+            r#"{"name": "a", "config": {"topics": "t"}}"#,
+            &["config has no `connector.class`"],
+        ),
         (
             r#"{"name": "a", "config": {"connector.class": "FileStreamSink", "n": null, "o": {}, "l": [1]}}"#,
-            &["config key `n` is null", "config key `o` is an object", "config key `l` is an array"],
+            &[
+                "config key `n` is null",
+                "config key `o` is an object",
+                "config key `l` is an array",
+            ],
         ),
-        (r#"{"name": "a/b", "config": {"connector.class": "FileStreamSink"}}"#, &[r#"connector name "a/b" cannot be used by Connect: it contains a slash"#]),
-        (r#"{"name": "a\u0007", "config": {"connector.class": "FileStreamSink"}}"#, &["control characters"]),
-        (r#"{"name": "a", "confg": {}, "config": {"connector.class": "FileStreamSink"}}"#, &["unexpected top-level key `confg`"]),
-        (r#"{"name": "a", "state": "sleeping", "config": {"connector.class": "FileStreamSink"}}"#, &["`state` must be"]),
+        (
+            r#"{"name": "a/b", "config": {"connector.class": "FileStreamSink"}}"#,
+            &[r#"connector name "a/b" cannot be used by Connect: it contains a slash"#],
+        ),
+        (
+            r#"{"name": "a\u0007", "config": {"connector.class": "FileStreamSink"}}"#,
+            &["control characters"],
+        ),
+        (
+            r#"{"name": "a", "confg": {}, "config": {"connector.class": "FileStreamSink"}}"#,
+            &["unexpected top-level key `confg`"],
+        ),
+        (
+            r#"{"name": "a", "state": "sleeping", "config": {"connector.class": "FileStreamSink"}}"#,
+            &["`state` must be"],
+        ),
         (r#"1, 2"#, &["exactly one object, it produced 2 outputs"]),
         (r#"($SCHEMA_REGISTRY_URL | tonumber)"#, &["template failed:"]),
     ];
@@ -144,11 +253,18 @@ fn result_shape_problems() {
 fn unknown_class_suggests_the_closest_installed() {
     let ws = Workspace::new();
     let out = check_template(&ws, r#"{"name": "a", "config": {"connector.class": "FileStreamSinc"}}"#);
-    assert_rejected(&out, &[
-        r#"connector.class "FileStreamSinc" is not installed on the worker; closest installed: org.apache.kafka.connect.file.FileStreamSinkConnector"#,
-        "c.json -> a",
-    ]);
-    for accepted in ["org.apache.kafka.connect.file.FileStreamSinkConnector", "FileStreamSinkConnector", "FileStreamSink"] {
+    assert_rejected(
+        &out,
+        &[
+            r#"connector.class "FileStreamSinc" is not installed on the worker; closest installed: org.apache.kafka.connect.file.FileStreamSinkConnector"#,
+            "c.json -> a",
+        ],
+    );
+    for accepted in [
+        "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "FileStreamSinkConnector",
+        "FileStreamSink",
+    ] {
         let out = check_template(&ws, &GOOD.replace("FileStreamSink", accepted));
         assert_eq!(out.code, 0, "{accepted}: {}", out.all());
     }
@@ -161,23 +277,41 @@ fn duplicates_binary_data_and_empty_values() {
     yaml.push_str("binaryData:\n  bin.json: e30=\n---\n");
     yaml.push_str(&configmap("two", &[], &[("c.json", GOOD)]));
     let out = check_configmap(&ws, &yaml);
-    assert_rejected(&out, &[
-        r#"connector name "files-sink" is also declared by ConfigMap team/one ("#,
-        "key b.json;",
-        "ConfigMap team/two",
-        "empty.json -> ?",
-        "the data value is empty",
-        "binaryData cannot hold a connector template",
-    ]);
-    assert!(out.stdout.ends_with("5 connectors: 0 accepted, 5 rejected\n"), "{}", out.stdout);
+    assert_rejected(
+        &out,
+        &[
+            r#"connector name "files-sink" is also declared by ConfigMap team/one ("#,
+            "key b.json;",
+            "ConfigMap team/two",
+            "empty.json -> ?",
+            "the data value is empty",
+            "binaryData cannot hold a connector template",
+        ],
+    );
+    assert!(
+        out.stdout.ends_with("5 connectors: 0 accepted, 5 rejected\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn every_bad_connector_is_reported_not_only_the_first() {
     let ws = Workspace::new();
-    let yaml = configmap("cm", &[], &[("a.json", "{"), ("b.json", GOOD), ("c.json", r#"{"name": "c", "config": {}}"#)]);
+    let yaml = configmap(
+        "cm",
+        &[],
+        &[
+            ("a.json", "{"),
+            ("b.json", GOOD),
+            ("c.json", r#"{"name": "c", "config": {}}"#),
+        ],
+    );
     let out = check_configmap(&ws, &yaml);
-    assert_rejected(&out, &["a.json -> ?", "c.json -> c", "3 connectors: 1 accepted, 2 rejected"]);
+    assert_rejected(
+        &out,
+        &["a.json -> ?", "c.json -> c", "3 connectors: 1 accepted, 2 rejected"],
+    );
 }
 
 #[test]
@@ -197,23 +331,43 @@ fn runaway_templates_are_rejected_not_run() {
         let out = check_template(&ws, template);
         assert_eq!(out.code, 1, "{}: {}", &template[..template.len().min(40)], out.all());
         assert!(
-            ["did not finish", "memory", "too deeply", "larger than", "template failed", "does not parse"]
-                .iter()
-                .any(|n| out.stdout.contains(n)),
+            [
+                "did not finish",
+                "memory",
+                "too deeply",
+                "larger than",
+                "template failed",
+                "does not parse"
+            ]
+            .iter()
+            .any(|n| out.stdout.contains(n)),
             "{}",
             out.stdout
         );
-        eprintln!("{:>40} rejected in {:?}", &template[..template.len().min(40)], started.elapsed());
+        eprintln!(
+            "{:>40} rejected in {:?}",
+            &template[..template.len().min(40)],
+            started.elapsed()
+        );
     }
 }
 
 #[test]
 fn stdin_json_output_and_exit_codes() {
     let ws = Workspace::new();
-    let yaml = format!("{}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n", configmap("cm", &[], &[("a.json", GOOD)]));
+    let yaml = format!(
+        "{}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n",
+        configmap("cm", &[], &[("a.json", GOOD)])
+    );
     let mut args = vec!["check".to_string()];
     args.extend(ws.input_args());
-    args.extend(["--plugins".into(), ws.path("plugins.json").display().to_string(), "--output".into(), "json".into(), "-".into()]);
+    args.extend([
+        "--plugins".into(),
+        ws.path("plugins.json").display().to_string(),
+        "--output".into(),
+        "json".into(),
+        "-".into(),
+    ]);
     let out = run(&args, Some(&yaml));
     assert_eq!(out.code, 0, "{}", out.all());
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

@@ -29,11 +29,20 @@ impl Workspace {
             "vars/shared-client.properties",
             "security.protocol=SASL_SSL\nbasic.auth.credentials.source=USER_INFO\n",
         );
-        ws.write("vars/schema-registry.properties", &format!(
-            "schema.registry.url={}\nschema.registry.basic.auth.user.info={}\n",
-            SECRETS[2], SECRETS[0]
-        ));
-        ws.write("env", &format!("MYSQL_CONNECTION_USER=connect\nMYSQL_CONNECTION_PASSWORD={}\n", SECRETS[1]));
+        ws.write(
+            "vars/schema-registry.properties",
+            &format!(
+                "schema.registry.url={}\nschema.registry.basic.auth.user.info={}\n",
+                SECRETS[2], SECRETS[0]
+            ),
+        );
+        ws.write(
+            "env",
+            &format!(
+                "MYSQL_CONNECTION_USER=connect\nMYSQL_CONNECTION_PASSWORD={}\n",
+                SECRETS[1]
+            ),
+        );
         ws.write("plugins.json", PLUGINS);
         ws
     }
@@ -120,7 +129,9 @@ pub fn run(args: &[String], stdin: Option<&str>) -> Run {
 
 /// A connector ConfigMap with the given data entries, as a user would write it.
 pub fn configmap(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> String {
-    let mut yaml = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: team\n  labels:\n    destination: connect\n");
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: team\n  labels:\n    destination: connect\n"
+    );
     for (k, v) in labels {
         yaml.push_str(&format!("    {k}: \"{v}\"\n"));
     }
