@@ -1,0 +1,162 @@
+//! End-to-end checks of the test stack itself: a real kube-apiserver and a real
+//! Kafka Connect worker, reached the way connect-gate's own e2e tests reach them.
+//! Run with `tests/run-e2e` (starts and stops the stack). Never skipped: without
+//! the stack every test here fails with instructions.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use support::{TestEnv, eventually};
+
+#[tokio::test]
+async fn apiserver_namespace_and_configmap_with_kubectl() {
+    let env = TestEnv::new("apiserver_kubectl").await;
+
+    // The namespace TestEnv created is visible to kubectl.
+    let ns = env.kubectl_ok(&["get", "namespace", &env.namespace, "-o", "jsonpath={.status.phase}"]);
+    assert_eq!(ns, "Active");
+
+    // A namespace and a ConfigMap created by kubectl.
+    let other_ns = format!("{}-k", env.namespace);
+    env.kubectl_ok(&["create", "namespace", &other_ns]);
+    env.kubectl_ok(&["create", "configmap", "from-kubectl", "--from-literal=greeting=hello"]);
+    env.kubectl_apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  source: kubectl-apply\n",
+    );
+
+    // ... read back through the kube crate.
+    let cm = env.api::<ConfigMap>().get("from-kubectl").await.unwrap();
+    assert_eq!(cm.data.unwrap()["greeting"], "hello");
+    let cm = env.api::<ConfigMap>().get("applied").await.unwrap();
+    assert_eq!(cm.data.unwrap()["source"], "kubectl-apply");
+    let got = Api::<Namespace>::all(env.kube.clone()).get(&other_ns).await.unwrap();
+    assert_eq!(got.metadata.name.as_deref(), Some(other_ns.as_str()));
+
+    // The extra namespace is ours to clean up (TestEnv only owns env.namespace).
+    env.kubectl_ok(&["delete", "namespace", &other_ns, "--wait=false"]);
+}
+
+#[tokio::test]
+async fn apiserver_namespace_and_configmap_with_kube_crate() {
+    let env = TestEnv::new("apiserver_kube").await;
+
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "from-kube", "labels": {"app": "connect-gate-e2e"}},
+        "data": {"answer": "42"}
+    }))
+    .unwrap();
+    env.api::<ConfigMap>().create(&PostParams::default(), &cm).await.unwrap();
+
+    // ... read back with kubectl.
+    let answer = env.kubectl_ok(&["get", "configmap", "from-kube", "-o", "jsonpath={.data.answer}"]);
+    assert_eq!(answer, "42");
+
+    // RBAC is on and we are an admin through the client certificate.
+    let whoami = env.kubectl_ok(&["auth", "whoami", "-o", "json"]);
+    let whoami: Value = serde_json::from_str(&whoami).unwrap();
+    let groups = whoami["status"]["userInfo"]["groups"].as_array().unwrap();
+    assert!(groups.iter().any(|g| g == "system:masters"), "{whoami}");
+
+    // The server reports its real version, not v0.0.0.
+    let version = env.kube.apiserver_version().await.unwrap();
+    assert_eq!(version.major, "1");
+    assert!(version.git_version.starts_with("v1."), "{version:?}");
+
+    // Admission webhooks are enabled (the next issue registers one).
+    let webhooks = env.kubectl_ok(&["get", "--raw", "/apis/admissionregistration.k8s.io/v1"]);
+    assert!(webhooks.contains("validatingwebhookconfigurations"), "{webhooks}");
+    assert!(webhooks.contains("mutatingwebhookconfigurations"), "{webhooks}");
+}
+
+#[tokio::test]
+async fn connect_worker_lists_file_stream_plugins() {
+    let env = TestEnv::new("connect_plugins").await;
+    let (status, body) = env.connect.get("/connector-plugins").await;
+    assert_eq!(status, 200, "{body}");
+    let classes: Vec<&str> = body.as_array().unwrap().iter().filter_map(|p| p["class"].as_str()).collect();
+    for expected in [
+        "org.apache.kafka.connect.file.FileStreamSourceConnector",
+        "org.apache.kafka.connect.file.FileStreamSinkConnector",
+        "org.apache.kafka.connect.mirror.MirrorSourceConnector",
+        "org.apache.kafka.connect.tools.VerifiableSourceConnector",
+    ] {
+        assert!(classes.contains(&expected), "{expected} missing from {classes:?}");
+    }
+    let (status, root) = env.connect.get("/").await;
+    assert_eq!(status, 200);
+    assert_eq!(root["version"], "4.3.1", "{root}");
+}
+
+#[tokio::test]
+async fn file_stream_source_connector_runs_and_is_deleted() {
+    let env = TestEnv::new("file_source").await;
+    let name = env.connector_name("file-source");
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), "line one\nline two\n").unwrap();
+
+    let (status, body) = env
+        .connect
+        .post(
+            "/connectors",
+            &json!({
+                "name": name,
+                "config": {
+                    "connector.class": "FileStreamSource",
+                    "tasks.max": "1",
+                    "file": input.path().to_str().unwrap(),
+                    "topic": format!("{name}-topic"),
+                }
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "create connector: {body}");
+
+    let connectors = env.connect.connectors().await;
+    assert!(connectors.contains(&name), "{connectors:?}");
+
+    let status = eventually("connector and task RUNNING", Duration::from_secs(60), || {
+        let connect = env.connect.clone();
+        let name = name.clone();
+        async move {
+            let (code, s) = connect.get(&format!("/connectors/{name}/status")).await;
+            let running = code == 200
+                && s["connector"]["state"] == "RUNNING"
+                && s["tasks"].as_array().is_some_and(|t| t.len() == 1 && t[0]["state"] == "RUNNING");
+            if running { Ok(s) } else { Err(format!("{code} {s}")) }
+        }
+    })
+    .await;
+    assert_eq!(status["type"], "source");
+
+    let (code, body) = env.connect.delete(&format!("/connectors/{name}")).await;
+    assert_eq!(code, 204, "{body}");
+    eventually("connector gone", Duration::from_secs(30), || {
+        let connect = env.connect.clone();
+        let name = name.clone();
+        async move {
+            let (code, body) = connect.get(&format!("/connectors/{name}")).await;
+            if code == 404 { Ok(()) } else { Err(format!("{code} {body}")) }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn basic_auth_worker_rejects_anonymous_requests() {
+    let env = TestEnv::new("basic_auth").await;
+    let worker = env.start_connect_worker("auth", true);
+    let (user, password) = worker.basic_auth.clone().unwrap();
+
+    let anonymous = support::ConnectClient::new(&worker.url);
+    let (status, _) = anonymous.get("/connectors").await;
+    assert_eq!(status, 401);
+    let wrong = support::ConnectClient::new(&worker.url).with_basic_auth(&user, "not-the-password");
+    assert_eq!(wrong.get("/connectors").await.0, 401);
+    let (status, body) = worker.client().get("/connectors").await;
+    assert_eq!(status, 200, "{body}");
+    let _ = password;
+}
