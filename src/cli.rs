@@ -88,6 +88,11 @@ struct PipelineArgs {
     paths: Vec<PathBuf>,
 }
 
+/// Durations are written like `5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 5s, 1m)"))
+}
+
 /// A usage or I/O error: exit 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -64,3 +64,86 @@ impl ConnectClient {
         })
     }
 }
+
+/// One config key the worker's validator found fault with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ValidateResponse {
+    configs: Vec<ValidateEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct ValidateEntry {
+    definition: Option<ValidateDefinition>,
+    value: ValidateValue,
+}
+
+#[derive(serde::Deserialize)]
+struct ValidateDefinition {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ValidateValue {
+    name: String,
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+impl ConnectClient {
+    /// `PUT /connector-plugins/{class}/config/validate`: the worker's own verdict on a config.
+    /// Error texts can quote values: the values of PASSWORD-type keys and of `secret_keys` are
+    /// masked in them.
+    pub async fn validate(
+        &self,
+        config: &std::collections::BTreeMap<String, String>,
+        secret_keys: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<ConfigIssue>, ConnectError> {
+        let class = config.get("connector.class").map(String::as_str).unwrap_or_default();
+        let url = format!("{}/connector-plugins/{}/config/validate", self.base, urlencode(class));
+        let unreachable = |source| ConnectError::Unreachable { url: self.base.clone(), source };
+        let response = self.http.put(&url).json(config).send().await.map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(ConnectError::Status {
+                url: self.base.clone(),
+                what: "PUT /connector-plugins/{class}/config/validate".into(),
+                status: response.status(),
+            });
+        }
+        let body: ValidateResponse = response.json().await.map_err(unreachable)?;
+        let mut hidden: Vec<&str> = body
+            .configs
+            .iter()
+            .filter(|c| c.definition.as_ref().is_some_and(|d| d.kind == "PASSWORD"))
+            .map(|c| c.value.name.as_str())
+            .chain(secret_keys.iter().map(String::as_str))
+            .filter_map(|k| config.get(k).map(String::as_str))
+            .filter(|v| !v.is_empty())
+            .collect();
+        hidden.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mask = |e: &String| hidden.iter().fold(e.clone(), |e, v| e.replace(v, "****"));
+        Ok(body
+            .configs
+            .into_iter()
+            .filter(|c| !c.value.errors.is_empty())
+            .map(|c| ConfigIssue { errors: c.value.errors.iter().map(mask).collect(), key: c.value.name })
+            .collect())
+    }
+}
+
+/// Percent-encodes a path segment (class names are plain, but a template controls them).
+fn urlencode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'$' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -56,7 +56,7 @@ pub enum InputError {
 }
 
 /// Everything a template can see. Built once per pass and shared by every render.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TemplateInputs {
     pub vars: BTreeMap<String, Secret>,
     pub env: BTreeMap<String, Secret>,
@@ -127,6 +127,35 @@ impl TemplateInputs {
 
 fn env_visible(name: &str, allow: Option<&Regex>) -> bool {
     !name.starts_with(OWN_ENV_PREFIX) && allow.is_none_or(|re| re.is_match(name))
+}
+
+/// The inputs as last read, re-read on demand so rotated Secret volumes are seen.
+#[derive(Debug)]
+pub struct LiveInputs {
+    sources: InputSources,
+    current: std::sync::RwLock<std::sync::Arc<TemplateInputs>>,
+}
+
+impl LiveInputs {
+    pub fn load(sources: InputSources) -> Result<Self, InputError> {
+        let inputs = sources.load()?;
+        Ok(Self { sources, current: std::sync::RwLock::new(std::sync::Arc::new(inputs)) })
+    }
+
+    pub fn current(&self) -> std::sync::Arc<TemplateInputs> {
+        self.current.read().expect("not poisoned").clone()
+    }
+
+    /// Re-reads the sources; `Ok(true)` when anything changed. On error the last good inputs stay.
+    pub fn reload(&self) -> Result<bool, InputError> {
+        let fresh = self.sources.load()?;
+        let mut current = self.current.write().expect("not poisoned");
+        let changed = **current != fresh;
+        if changed {
+            *current = std::sync::Arc::new(fresh);
+        }
+        Ok(changed)
+    }
 }
 
 /// The original operator's naming: upper-case, `.` and `-` become `_`.

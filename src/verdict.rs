@@ -141,6 +141,11 @@ pub struct Verdict {
     /// Rejection causes, already scrubbed of secret values. Empty means accepted.
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
+    /// The `destination.cc` target: the connector runs on a managed cluster, not the local worker.
+    pub cloud_target: Option<String>,
+    /// Rejected (at least) because `connector.class` is not in the plugin list used.
+    #[serde(skip)]
+    pub unknown_class: bool,
 }
 
 impl Verdict {
@@ -217,7 +222,6 @@ impl Pipeline {
         inputs: &TemplateInputs,
         plugins: PluginCheck<'_>,
     ) -> Verdict {
-        let _span = tracing::debug_span!("judge", configmap = %cm.origin.name, key).entered();
         let taint = Taint::new(code, inputs);
         let mut verdict = draft(cm, key);
         if let Some(target) = &cm.cloud_target {
@@ -248,6 +252,7 @@ impl Pipeline {
                 PluginCheck::Catalog(catalog) => {
                     let class = &connector.config["connector.class"];
                     if catalog.resolve(class).is_none() {
+                        verdict.unknown_class = true;
                         let closest = catalog.closest(class).into_iter().map(String::from).collect();
                         problems.push(Problem::UnknownClass {
                             class: class.clone(),
@@ -360,6 +365,8 @@ fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
         connector: None,
         problems: vec![],
         warnings: vec![],
+        cloud_target: cm.cloud_target.clone(),
+        unknown_class: false,
     }
 }
 

@@ -1,0 +1,194 @@
+//! Admission decisions for connector ConfigMaps, apart from the HTTPS transport: which requests
+//! need a verdict, what the verdicts mean for the request, the finalizer patch, and the
+//! AdmissionReview response body.
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde_json::{Value, json};
+
+use crate::manifest::{ConnectorConfigMap, is_connector_configmap};
+use crate::verdict::Verdict;
+
+/// Lets the reconciler delete a connector before its ConfigMap disappears.
+pub const FINALIZER: &str = "connect-gate.io/cleanup";
+
+/// The ConfigMap a request asks to be judged, or `None` when it is allowed without a verdict:
+/// other objects, DELETE, unlabelled ConfigMaps, a ConfigMap being deleted (its finalizer must
+/// always be removable), and updates that leave labels and data alone (the reconciler's own
+/// status writes must pass even when the template has since become invalid).
+pub fn to_judge(req: &AdmissionRequest<ConfigMap>) -> Option<ConnectorConfigMap> {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return None;
+    }
+    let cm = req.object.as_ref()?;
+    if cm.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    if let (Operation::Update, Some(old)) = (&req.operation, &req.old_object) {
+        let same = old.metadata.labels == cm.metadata.labels && old.data == cm.data && old.binary_data == cm.binary_data;
+        if same {
+            return None;
+        }
+    }
+    let mut connector_cm = ConnectorConfigMap::from_configmap(cm, None)?;
+    connector_cm.origin.namespace = connector_cm.origin.namespace.or_else(|| req.namespace.clone());
+    if connector_cm.origin.name.is_empty() {
+        connector_cm.origin.name = req.name.clone();
+    }
+    Some(connector_cm)
+}
+
+/// What the webhook answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The denial message; `None` allows.
+    pub denial: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    pub fn allow(warnings: Vec<String>) -> Self {
+        Self { denial: None, warnings }
+    }
+
+    pub fn deny(message: String, warnings: Vec<String>) -> Self {
+        Self { denial: Some(message), warnings }
+    }
+}
+
+/// Turns verdicts into a decision covering every bad connector, not just the first.
+pub fn decide(verdicts: &[Verdict]) -> Decision {
+    let warnings: Vec<String> = verdicts
+        .iter()
+        .flat_map(|v| v.warnings.iter().map(move |w| format!("{}: {w}", v.location())))
+        .collect();
+    let messages: Vec<String> = verdicts.iter().flat_map(Verdict::messages).collect();
+    if messages.is_empty() {
+        return Decision::allow(warnings);
+    }
+    let rejected = verdicts.iter().filter(|v| !v.accepted()).count();
+    let header = format!("connect-gate rejected {rejected} connector(s)");
+    Decision::deny(format!("{header}:\n- {}", messages.join("\n- ")), warnings)
+}
+
+/// The finalizer patch for a labelled ConfigMap that lacks it; `None` when there is nothing
+/// to add (idempotent) or the object is being deleted (finalizers cannot be added then).
+pub fn finalizer_patch(req: &AdmissionRequest<ConfigMap>) -> Option<json_patch::Patch> {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return None;
+    }
+    let cm = req.object.as_ref()?;
+    if !is_connector_configmap(cm.metadata.labels.as_ref()) || cm.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let patch = match &cm.metadata.finalizers {
+        Some(f) if f.iter().any(|f| f == FINALIZER) => return None,
+        Some(_) => json!([{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}]),
+        None => json!([{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]),
+    };
+    Some(serde_json::from_value(patch).expect("a valid JSON patch"))
+}
+
+/// The AdmissionReview v1 response. Written by hand because the apiserver expects `patch` as
+/// base64, while kube-core serialises its `Vec<u8>` as an array of numbers (kube-rs #1781).
+pub fn review(uid: &str, decision: &Decision, patch: Option<&json_patch::Patch>) -> Value {
+    let mut response = json!({ "uid": uid, "allowed": decision.denial.is_none() });
+    if let Some(message) = &decision.denial {
+        response["status"] = json!({ "code": 403, "reason": "Forbidden", "message": message });
+    }
+    if !decision.warnings.is_empty() {
+        response["warnings"] = json!(decision.warnings);
+    }
+    if let Some(patch) = patch {
+        let bytes = serde_json::to_vec(patch).expect("a patch serialises");
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response })
+}
+
+/// A response for a body that is not a usable AdmissionReview.
+pub fn invalid(message: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": { "uid": "", "allowed": false, "status": { "code": 400, "reason": "BadRequest", "message": message } }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::admission::AdmissionReview;
+
+    fn request(operation: &str, object: Value, old: Option<Value>) -> AdmissionRequest<ConfigMap> {
+        let review: AdmissionReview<ConfigMap> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+                "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+                "name": "cm", "namespace": "team", "operation": operation,
+                "userInfo": {"username": "flux"},
+                "object": object, "oldObject": old, "dryRun": true
+            }
+        }))
+        .unwrap();
+        review.try_into().unwrap()
+    }
+
+    fn cm(labels: Value, data: Value, finalizers: Option<Vec<&str>>) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "cm", "labels": labels, "finalizers": finalizers}, "data": data})
+    }
+
+    #[test]
+    fn only_labelled_creates_and_real_updates_are_judged() {
+        let labelled = cm(json!({"destination": "connect"}), json!({"k": "{}"}), None);
+        let judged = to_judge(&request("CREATE", labelled.clone(), None)).unwrap();
+        assert_eq!(judged.origin.to_string(), "ConfigMap team/cm");
+        assert!(to_judge(&request("CREATE", cm(json!({"app": "x"}), json!({}), None), None)).is_none());
+        let annotated = {
+            let mut v = labelled.clone();
+            v["metadata"]["annotations"] = json!({"connect-gate.io/status": "x"});
+            v
+        };
+        assert!(to_judge(&request("UPDATE", annotated, Some(labelled.clone()))).is_none());
+        let changed = cm(json!({"destination": "connect"}), json!({"k": "{\"name\": 1}"}), None);
+        assert!(to_judge(&request("UPDATE", changed, Some(labelled.clone()))).is_some());
+        let mut deleting = labelled.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-11-24T10:00:00Z");
+        assert!(to_judge(&request("UPDATE", deleting, Some(labelled))).is_none());
+    }
+
+    #[test]
+    fn finalizer_patch_is_idempotent_and_base64_encoded() {
+        let none = cm(json!({"destination": "connect"}), json!({}), None);
+        let patch = finalizer_patch(&request("CREATE", none, None)).unwrap();
+        let body = review("u1", &Decision::allow(vec![]), Some(&patch));
+        let decoded = base64::engine::general_purpose::STANDARD.decode(body["response"]["patch"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&decoded).unwrap(),
+            json!([{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+        );
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        let other = cm(json!({"destination": "connect"}), json!({}), Some(vec!["x/y"]));
+        let patch = serde_json::to_value(finalizer_patch(&request("CREATE", other, None)).unwrap()).unwrap();
+        assert_eq!(patch[0]["path"], "/metadata/finalizers/-");
+        let has = cm(json!({"destination": "connect"}), json!({}), Some(vec![FINALIZER]));
+        assert!(finalizer_patch(&request("UPDATE", has.clone(), Some(has))).is_none());
+        assert!(finalizer_patch(&request("CREATE", cm(json!({}), json!({}), None), None)).is_none());
+    }
+
+    #[test]
+    fn denial_carries_code_message_and_warnings() {
+        let body = review("u1", &Decision::deny("bad".into(), vec!["w".into()]), None);
+        assert_eq!(body["response"]["allowed"], false);
+        assert_eq!(body["response"]["status"]["code"], 403);
+        assert_eq!(body["response"]["status"]["message"], "bad");
+        assert_eq!(body["response"]["warnings"][0], "w");
+        assert_eq!(body["response"]["uid"], "u1");
+    }
+}

@@ -1,0 +1,87 @@
+//! The worker's plugin list, cached: refreshed in the background and after a miss, never
+//! fetched per admission request while cached.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::connect::ConnectClient;
+use crate::metrics::Metrics;
+use crate::plugins::Catalog;
+
+#[derive(Debug, Default)]
+struct Cached {
+    catalog: Option<Arc<Catalog>>,
+    fetched: Option<Instant>,
+    error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct PluginCache {
+    client: ConnectClient,
+    metrics: Metrics,
+    cached: RwLock<Cached>,
+    /// One fetch at a time: concurrent misses share it.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl PluginCache {
+    pub fn new(client: ConnectClient, metrics: Metrics) -> Self {
+        Self { client, metrics, cached: RwLock::default(), fetching: tokio::sync::Mutex::new(()) }
+    }
+
+    pub fn catalog(&self) -> Option<Arc<Catalog>> {
+        self.cached.read().expect("not poisoned").catalog.clone()
+    }
+
+    /// Why the last fetch failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.cached.read().expect("not poisoned").error.clone()
+    }
+
+    /// Fetches the list now. On failure the previous list stays in use.
+    pub async fn refresh(&self) -> Option<Arc<Catalog>> {
+        let _one = self.fetching.lock().await;
+        self.fetch().await
+    }
+
+    async fn fetch(&self) -> Option<Arc<Catalog>> {
+        self.metrics.plugin_refreshes.inc();
+        let result = self.client.plugins().await;
+        let mut cached = self.cached.write().expect("not poisoned");
+        match result {
+            Ok(catalog) => {
+                cached.catalog = Some(Arc::new(catalog));
+                cached.fetched = Some(Instant::now());
+                cached.error = None;
+            }
+            Err(e) => {
+                self.metrics.plugin_refresh_failures.inc();
+                tracing::warn!(error = %e, "cannot fetch the worker's plugin list");
+                cached.error = Some(e.to_string());
+            }
+        }
+        cached.catalog.clone()
+    }
+
+    /// After a class was not found: refetch unless the list is younger than `min_age` (so a
+    /// plugin installed a minute ago is found, and a flood of bad requests cannot hammer the
+    /// worker). Returns the new list when it differs from the one that missed.
+    pub async fn refresh_after_miss(&self, min_age: Duration) -> Option<Arc<Catalog>> {
+        let before = self.catalog();
+        let _one = self.fetching.lock().await;
+        let fresh = self.cached.read().expect("not poisoned").fetched.is_some_and(|t| t.elapsed() < min_age);
+        let after = if fresh { self.catalog() } else { self.fetch().await };
+        (after != before).then_some(after).flatten()
+    }
+
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                cache.refresh().await;
+            }
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! The admission webhook's HTTP side: routes, request parsing, the plugin and worker checks
+//! around the shared pipeline, and metrics. TLS is `tls::serve`'s business.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+
+use crate::admission::{self, Decision};
+use crate::connect::ConnectClient;
+use crate::inputs::LiveInputs;
+use crate::manifest::ConnectorConfigMap;
+use crate::metrics::{AdmissionLabels, Metrics, ResultLabels};
+use crate::plugin_cache::PluginCache;
+use crate::verdict::{Pipeline, PluginCheck, Verdict};
+
+/// A ConfigMap is at most 1 MiB; a review carries it twice (object and oldObject) plus metadata.
+const BODY_LIMIT: usize = 3 << 20;
+/// A plugin list younger than this is not refetched after a miss.
+const MISS_REFRESH_MIN_AGE: Duration = Duration::from_secs(5);
+
+/// What to do when the worker's plugin list cannot be had and none is cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnPluginsUnavailable {
+    /// Admit (render checks still apply) with a warning.
+    Warn,
+    /// Deny.
+    Deny,
+}
+
+pub struct Webhook {
+    pub pipeline: Pipeline,
+    pub inputs: Arc<LiveInputs>,
+    pub plugins: Arc<PluginCache>,
+    pub connect: ConnectClient,
+    pub on_plugins_unavailable: OnPluginsUnavailable,
+    /// `--validate-with-worker`: the time budget for the worker's validator.
+    pub worker_validation: Option<Duration>,
+    pub metrics: Metrics,
+    /// Whether the serving certificate is loaded.
+    pub cert_loaded: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+pub fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(webhook)
+}
+
+async fn readyz(State(w): State<Arc<Webhook>>) -> Response {
+    let plugins_ok = w.plugins.catalog().is_some() || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
+    match ((w.cert_loaded)(), plugins_ok) {
+        (true, true) => "ready".into_response(),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "serving certificate not loaded").into_response(),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "plugin list not fetched yet").into_response(),
+    }
+}
+
+fn parse(body: &[u8]) -> Result<AdmissionRequest<ConfigMap>, String> {
+    let review: AdmissionReview<ConfigMap> =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview for a ConfigMap: {e}"))?;
+    review.try_into().map_err(|_| "the AdmissionReview has no request".to_string())
+}
+
+fn operation(req: &AdmissionRequest<ConfigMap>) -> String {
+    format!("{:?}", req.operation).to_uppercase()
+}
+
+async fn mutate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(admission::invalid(&e))).into_response(),
+    };
+    let patch = admission::finalizer_patch(&req);
+    let verdict = if patch.is_some() { "patched" } else { "unchanged" };
+    w.metrics.admission_requests.get_or_create(&AdmissionLabels { webhook: "mutate", operation: operation(&req), verdict }).inc();
+    Json(admission::review(&req.uid, &Decision::allow(vec![]), patch.as_ref())).into_response()
+}
+
+async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(admission::invalid(&e))).into_response(),
+    };
+    let (decision, verdict) = match admission::to_judge(&req) {
+        None => (Decision::allow(vec![]), "skipped"),
+        Some(cm) => {
+            let span = tracing::info_span!("admission", configmap = %cm.origin, operation = %operation(&req), dry_run = req.dry_run);
+            let decision = tracing::Instrument::instrument(w.judge(cm), span).await;
+            let verdict = if decision.denial.is_some() { "denied" } else { "allowed" };
+            (decision, verdict)
+        }
+    };
+    w.metrics.admission_requests.get_or_create(&AdmissionLabels { webhook: "validate", operation: operation(&req), verdict }).inc();
+    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+    Json(admission::review(&req.uid, &decision, None)).into_response()
+}
+
+impl Webhook {
+    async fn judge(&self, cm: ConnectorConfigMap) -> Decision {
+        let inputs = self.inputs.current();
+        let cms = [cm];
+        let catalog = self.plugins.catalog();
+        let unavailable = match (&catalog, self.on_plugins_unavailable) {
+            (Some(_), _) => String::new(),
+            (None, policy) => {
+                let why = self.plugins.last_error().unwrap_or_else(|| "not fetched yet".into());
+                if policy == OnPluginsUnavailable::Deny {
+                    return Decision::deny(
+                        format!("the worker's plugin list is unavailable ({why}) and --on-plugins-unavailable=deny"),
+                        vec![],
+                    );
+                }
+                format!("the worker's plugin list is unavailable ({why})")
+            }
+        };
+        let check = match &catalog {
+            Some(c) => PluginCheck::Catalog(c),
+            None => PluginCheck::Unavailable(&unavailable),
+        };
+        let mut verdicts = self.pipeline.judge(&cms, &inputs, check).await;
+        if verdicts.iter().any(|v| v.unknown_class)
+            && let Some(fresh) = self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
+        {
+            verdicts = self.pipeline.judge(&cms, &inputs, PluginCheck::Catalog(&fresh)).await;
+        }
+        let mut decision = admission::decide(&verdicts);
+        if let (None, Some(budget)) = (&decision.denial, self.worker_validation) {
+            self.validate_with_worker(&verdicts, budget, &mut decision).await;
+        }
+        decision
+    }
+
+    /// Asks the worker's own validator about every accepted connector, within `budget`: over
+    /// budget or unreachable, the request is allowed with a warning.
+    async fn validate_with_worker(&self, verdicts: &[Verdict], budget: Duration, decision: &mut Decision) {
+        let checks = verdicts.iter().filter(|v| v.cloud_target.is_none()).filter_map(|v| {
+            let connector = v.connector.as_ref()?;
+            Some(async move { (v, self.connect.validate(&connector.config, &connector.secret_keys).await) })
+        });
+        let Ok(results) = tokio::time::timeout(budget, futures::future::join_all(checks)).await else {
+            self.metrics.worker_validations.get_or_create(&ResultLabels { result: "timeout" }).inc();
+            decision.warnings.push(format!("the worker's config validator did not answer within {budget:?}; not validated"));
+            return;
+        };
+        let mut messages = Vec::new();
+        for (v, result) in results {
+            match result {
+                Ok(issues) => messages.extend(issues.iter().map(|issue| {
+                    format!("{}: the worker rejects config key `{}`: {}", v.location(), issue.key, issue.errors.join("; "))
+                })),
+                Err(e) => decision.warnings.push(format!("{}: not validated by the worker: {e}", v.location())),
+            }
+        }
+        let result = if messages.is_empty() { "valid" } else { "invalid" };
+        self.metrics.worker_validations.get_or_create(&ResultLabels { result }).inc();
+        if !messages.is_empty() {
+            decision.denial = Some(format!("the worker's config validator rejected:\n- {}", messages.join("\n- ")));
+        }
+    }
+}
