@@ -41,6 +41,10 @@ enum Command {
         #[arg(long)]
         reveal: bool,
     },
+    /// Run the sidecar: the admission webhook and the reconciler.
+    Serve(Box<crate::serve::ServeArgs>),
+    /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
+    Certs(crate::tls::CertsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -50,7 +54,7 @@ enum Output {
 }
 
 /// The inputs every pipeline command shares.
-#[derive(Args)]
+#[derive(Args, Debug)]
 pub struct TemplateArgs {
     /// Directory of template variables (`*.properties` files and Secret-volume files); repeatable.
     #[arg(long = "vars-dir", env = "CONNECT_GATE_VARS_DIR", value_delimiter = ',')]
@@ -100,23 +104,31 @@ struct UsageError(String);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The sidecar logs what it does; the CLI only what went wrong.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONNECT_GATE_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CONNECT_GATE_LOG").unwrap_or_else(|_| default_level.into()),
         )
         .init();
     crate::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Check { inputs, output } => check(inputs, output).await,
-            Command::Render { inputs, reveal } => render(inputs, reveal).await,
+    let result = match cli.command {
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            return match runtime.block_on(crate::serve::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
-    });
+        Command::Certs(args) => args.run().map(|()| ExitCode::SUCCESS).map_err(|e| UsageError(e.to_string())),
+        Command::Check { inputs, output } => current_thread().block_on(check(inputs, output)),
+        Command::Render { inputs, reveal } => current_thread().block_on(render(inputs, reveal)),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -124,6 +136,10 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {

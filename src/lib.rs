@@ -12,6 +12,7 @@ pub mod plugin_cache;
 pub mod plugins;
 pub mod properties;
 pub mod reconcile;
+pub mod serve;
 pub mod shared;
 pub mod template;
 pub mod tls;

@@ -86,12 +86,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
+    let resolver = match (args.no_webhook, &args.tls_cert, &args.tls_key) {
+        (false, Some(cert), Some(key)) => Some(
+            tls::CertResolver::load(cert.clone(), key.clone()).context("loading the webhook's serving certificate")?,
+        ),
+        _ => None,
+    };
     let registry = Arc::new(registry);
+    let scrape = {
+        let (resolver, counter) = (resolver.clone(), shared.metrics.cert_reloads.clone());
+        move || {
+            // The resolver counts its reloads; bring the counter up to date at scrape time.
+            if let Some(r) = &resolver {
+                counter.inc_by(r.reloads().saturating_sub(counter.get()));
+            }
+            metrics::encode(&registry)
+        }
+    };
+    let scrape = Arc::new(scrape);
     let metrics_router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let registry = registry.clone();
-            async move { metrics::encode(&registry) }
+            let scrape = scrape.clone();
+            async move { scrape() }
         }),
     );
     let stop = shutdown.clone();
@@ -102,9 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("metrics listener")
     });
 
-    if !args.no_webhook {
-        let (cert, key) = (args.tls_cert.clone().expect("required"), args.tls_key.clone().expect("required"));
-        let resolver = tls::CertResolver::load(cert, key).context("loading the webhook's serving certificate")?;
+    if let Some(resolver) = resolver {
         resolver.spawn_reloader(Duration::from_secs(2));
         let webhook = Arc::new(Webhook {
             pipeline: shared.pipeline.clone(),

@@ -1,0 +1,314 @@
+//! The admission webhook on the real stack: `connect-gate serve` runs as a process, registered on
+//! the real kube-apiserver by `clientConfig.url` + `caBundle` from the manifests in webhook/,
+//! judging ConfigMaps against the real Connect worker's plugins.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use support::{TestEnv, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `connect-gate serve --no-reconcile` process with its own certificates, registered as the
+/// validating and mutating webhook for one test namespace only.
+struct Gate {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    metrics_port: u16,
+    registrations: Vec<String>,
+}
+
+impl Gate {
+    async fn start(env: &TestEnv, extra: &[&str]) -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let status = Command::new(BIN)
+            .args(["certs", "--out", certs.to_str().unwrap(), "--ip", "127.0.0.1", "--dns", "localhost"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "connect-gate certs failed");
+        let vars = dir.path().join("vars");
+        std::fs::create_dir(&vars).unwrap();
+        std::fs::write(vars.join("topics.properties"), "orders.topic=orders\n").unwrap();
+        std::fs::write(dir.path().join("env"), "SINK_FILE=/tmp/connect-gate-sink.out\n").unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let mut args: Vec<String> = [
+            "serve",
+            "--no-reconcile",
+            "--connect-url",
+            &env.connect_url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--tls-cert",
+            certs.join("tls.crt").to_str().unwrap(),
+            "--tls-key",
+            certs.join("tls.key").to_str().unwrap(),
+            "--vars-dir",
+            vars.to_str().unwrap(),
+            "--env-file",
+            dir.path().join("env").to_str().unwrap(),
+        ]
+        .map(String::from)
+        .into();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("CONNECT_GATE_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut gate = Gate { child, dir, port, metrics_port, registrations: vec![] };
+        let client = gate.https_client();
+        let url = format!("https://127.0.0.1:{port}/readyz");
+        eventually("the webhook to be ready", Duration::from_secs(30), || async {
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("readyz {}", r.status())),
+                Err(e) => Err(format!("{e}; log: {}", gate.log())),
+            }
+        })
+        .await;
+        gate.register(env).await;
+        gate
+    }
+
+    fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("certs/ca.crt")).unwrap()
+    }
+
+    fn https_client(&self) -> reqwest::Client {
+        connect_gate::install_crypto_provider();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Registers webhook/*.yaml as they ship, pointed at this process and scoped to the test's
+    /// namespace (webhook configurations are cluster-wide; other tests must not see this one).
+    async fn register(&mut self, env: &TestEnv) {
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
+        for (file, path) in [("validating.yaml", "/validate"), ("mutating.yaml", "/mutate")] {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook").join(file);
+            let mut config: Value = serde_yaml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+            let name = format!("connect-gate-{}", env.id);
+            config["metadata"]["name"] = json!(name);
+            config["metadata"]["annotations"] = json!({});
+            let hook = &mut config["webhooks"][0];
+            hook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{}{path}", self.port), "caBundle": ca});
+            hook["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": env.namespace}});
+            let kind = config["kind"].as_str().unwrap().to_lowercase();
+            env.kubectl_apply(&serde_json::to_string(&config).unwrap());
+            self.registrations.push(format!("{kind}/{name}"));
+        }
+        // The apiserver picks registrations up asynchronously: wait until a denial shows.
+        let probe = configmap("probe", &[("p.json", r#"{"name": "x", "config": {}}"#)]);
+        eventually("the webhook registration to take effect", Duration::from_secs(30), || async {
+            let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&probe));
+            if out.status.success() { Err("not denied yet".into()) } else { Ok(()) }
+        })
+        .await;
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.unwrap().text().await.unwrap()
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        for registration in &self.registrations {
+            let _ = support::kubectl_in(None, &["delete", registration, "--ignore-not-found"], None);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connector ConfigMap manifest.
+fn configmap(name: &str, data: &[(&str, &str)]) -> String {
+    configmap_labelled(name, &[], data)
+}
+
+fn configmap_labelled(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> String {
+    let mut labels_json = json!({"destination": "connect"});
+    for (k, v) in labels {
+        labels_json[k] = json!(v);
+    }
+    let data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    serde_json::to_string(&json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels_json},
+        "data": data,
+    }))
+    .unwrap()
+}
+
+fn sink(name: &str) -> String {
+    format!(
+        r#"{{"name": "{name}", "config": {{"connector.class": "FileStreamSink", "topics": $ORDERS_TOPIC, "file": env.SINK_FILE}}}}"#
+    )
+}
+
+fn dry_run(env: &TestEnv, manifest: &str, server_side: bool) -> (bool, String) {
+    let mut args = vec!["apply", "--dry-run=server", "-f", "-"];
+    if server_side {
+        args.insert(1, "--server-side");
+    }
+    let out = env.kubectl_with_stdin(&args, Some(manifest));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn dry_run_denials_name_the_cause() {
+    let env = TestEnv::new("webhook-denials").await;
+    let gate = Gate::start(&env, &[]).await;
+
+    let undefined = configmap("undefined-var", &[("c.json", &sink("a").replace("$ORDERS_TOPIC", "$ORDERS_TOPIK"))]);
+    let (ok, text) = dry_run(&env, &undefined, false);
+    assert!(!ok, "{text}");
+    assert!(text.contains("admission webhook") && text.contains("denied the request"), "{text}");
+    assert!(text.contains("undefined variable $ORDERS_TOPIK") && text.contains("$ORDERS_TOPIC"), "{text}");
+    assert!(text.contains(&format!("ConfigMap {}/undefined-var", env.namespace)), "{text}");
+
+    let unknown = configmap("unknown-class", &[("c.json", &sink("b").replace("FileStreamSink", "FileStreamSinc"))]);
+    let (ok, text) = dry_run(&env, &unknown, false);
+    assert!(!ok);
+    assert!(text.contains(r#"connector.class "FileStreamSinc" is not installed"#), "{text}");
+    assert!(text.contains("org.apache.kafka.connect.file.FileStreamSinkConnector"), "{text}");
+
+    let two_bad = configmap("two-bad", &[("a.json", "{"), ("b.json", r#"{"name": "b", "config": {"connector.class": "Nope"}}"#)]);
+    let (ok, text) = dry_run(&env, &two_bad, false);
+    assert!(!ok);
+    assert!(text.contains("rejected 2 connector(s)") && text.contains("key a.json") && text.contains("key b.json"), "{text}");
+
+    // Nothing was created by any of these.
+    assert!(env.kubectl_ok(&["get", "configmaps", "-l", "destination=connect", "-o", "name"]).trim().is_empty());
+    let metrics = gate.metrics().await;
+    assert!(metrics.contains(r#"connect_gate_admission_requests_total{webhook="validate",operation="CREATE",verdict="denied"}"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
+    let env = TestEnv::new("webhook-admit").await;
+    let _gate = Gate::start(&env, &[]).await;
+    let good = configmap("good", &[("sink.json", &sink(&env.connector_name("sink")))]);
+    let out = env.kubectl_apply(&good);
+    assert!(out.contains("configmap/good created"), "{out}");
+    let finalizers = env.kubectl_ok(&["get", "configmap", "good", "-o", "jsonpath={.metadata.finalizers}"]);
+    assert!(finalizers.contains("connect-gate.io/cleanup"), "{finalizers}");
+    // Applying again changes nothing and keeps exactly one finalizer.
+    env.kubectl_apply(&good);
+    let finalizers = env.kubectl_ok(&["get", "configmap", "good", "-o", "jsonpath={.metadata.finalizers}"]);
+    assert_eq!(finalizers.matches("connect-gate.io/cleanup").count(), 1, "{finalizers}");
+
+    // A managed-cluster connector is admitted with a warning kubectl prints.
+    let cc = configmap_labelled(
+        "cloud",
+        &[("destination.cc", "cc.env.dev"), ("enabled", "false")],
+        &[("c.json", r#"{"name": "cloud-sink", "config": {"connector.class": "BigQuerySink", "keyfile": env.NOT_HERE}}"#)],
+    );
+    let (ok, text) = dry_run(&env, &cc, false);
+    assert!(ok, "{text}");
+    assert!(text.contains("Warning:") && text.contains("destination.cc"), "{text}");
+
+    // Free the ConfigMap for cleanup: no reconciler runs in this test.
+    env.kubectl_ok(&["patch", "configmap", "good", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+}
+
+#[tokio::test]
+async fn server_side_apply_of_a_set_with_one_bad_configmap_fails() {
+    let env = TestEnv::new("webhook-ssa").await;
+    let _gate = Gate::start(&env, &[]).await;
+    let set = [
+        configmap("first-good", &[("a.json", &sink(&env.connector_name("a")))]),
+        configmap("the-bad-one", &[("b.json", r#"{"name": "b", "config": {"connector.class": "FileStreamSink", "topics": $MISSING}}"#)]),
+        configmap("second-good", &[("c.json", &sink(&env.connector_name("c")))]),
+    ]
+    .join("\n---\n");
+    let (ok, text) = dry_run(&env, &set, true);
+    assert!(!ok, "{text}");
+    assert!(text.contains("the-bad-one") && text.contains("undefined variable $MISSING"), "{text}");
+    assert!(!text.contains("first-good\" is forbidden") && !text.contains("second-good\" is forbidden"), "{text}");
+}
+
+#[tokio::test]
+async fn certificate_rotation_drops_no_request() {
+    let env = TestEnv::new("webhook-rotation").await;
+    let gate = Gate::start(&env, &[]).await;
+    let client = gate.https_client();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u", "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": env.namespace, "name": "x", "operation": "CREATE", "userInfo": {},
+            "object": {"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "x", "labels": {"destination": "connect"}},
+                       "data": {"a.json": sink("rot")}}
+        }
+    });
+    let url = format!("https://127.0.0.1:{}/validate", gate.port);
+    let certs = gate.certs_dir();
+    let before = std::fs::read(certs.join("tls.crt")).unwrap();
+    let ca = reqwest::Certificate::from_pem(&gate.ca_pem()).unwrap();
+    let load = {
+        let (client, url, review) = (client.clone(), url.clone(), review.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..400 {
+                // Alternate a kept-alive connection with fresh ones (fresh handshakes).
+                let fresh;
+                let c = if i % 2 == 0 {
+                    &client
+                } else {
+                    fresh = reqwest::Client::builder().add_root_certificate(ca.clone()).build().unwrap();
+                    &fresh
+                };
+                match c.post(&url).json(&review).send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+            }
+            failures
+        })
+    };
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = Command::new(BIN)
+            .args(["certs", "--out", certs.to_str().unwrap(), "--ip", "127.0.0.1", "--dns", "localhost"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let failures = load.await.unwrap();
+    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert_ne!(before, std::fs::read(certs.join("tls.crt")).unwrap(), "the certificate was rotated");
+    let metrics = gate.metrics().await;
+    assert!(metrics.contains("connect_gate_cert_reloads_total"), "{metrics}");
+}
