@@ -109,7 +109,10 @@ pub enum TlsError {
 /// written to a temporary name and renamed into place, so a reader never sees half a file (it can
 /// briefly see a new `tls.key` beside the old `tls.crt`; [`CertResolver`] ignores such a pair).
 pub fn generate_certs(out: &Path, dns: &[String], ips: &[IpAddr]) -> Result<(), TlsError> {
-    std::fs::create_dir_all(out).map_err(|source| TlsError::Write { path: out.to_path_buf(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| TlsError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
     let (dns, ips): (Vec<String>, Vec<IpAddr>) = if dns.is_empty() && ips.is_empty() {
         (vec!["localhost".to_string()], vec![IpAddr::V4(Ipv4Addr::LOCALHOST)])
     } else {
@@ -125,19 +128,38 @@ pub fn generate_certs(out: &Path, dns: &[String], ips: &[IpAddr]) -> Result<(), 
             write_atomic(&ca_crt_path, ca_pem.as_bytes(), 0o644)?;
             (issuer, ca_der)
         }
-        (true, false) => return Err(TlsError::HalfCa { present: ca_crt_path, absent: ca_key_path }),
-        (false, true) => return Err(TlsError::HalfCa { present: ca_key_path, absent: ca_crt_path }),
+        (true, false) => {
+            return Err(TlsError::HalfCa {
+                present: ca_crt_path,
+                absent: ca_key_path,
+            });
+        }
+        (false, true) => {
+            return Err(TlsError::HalfCa {
+                present: ca_key_path,
+                absent: ca_crt_path,
+            });
+        }
     };
 
-    let leaf_key = rcgen::KeyPair::generate().map_err(|source| TlsError::Generate { what: "serving key", source })?;
+    let leaf_key = rcgen::KeyPair::generate().map_err(|source| TlsError::Generate {
+        what: "serving key",
+        source,
+    })?;
     let params = leaf_params(&dns, &ips)?;
     let leaf = params
         .signed_by(&leaf_key, &issuer)
-        .map_err(|source| TlsError::Generate { what: "serving certificate", source })?;
+        .map_err(|source| TlsError::Generate {
+            what: "serving certificate",
+            source,
+        })?;
 
     // Prove the new leaf verifies against the CA for every name before replacing anything: a
     // `ca.key` that does not belong to `ca.crt` must not produce a certificate nobody trusts.
-    verify_leaf(&ca_der, leaf.der(), &dns, &ips).map_err(|reason| TlsError::BadCa { path: ca_crt_path.clone(), reason })?;
+    verify_leaf(&ca_der, leaf.der(), &dns, &ips).map_err(|reason| TlsError::BadCa {
+        path: ca_crt_path.clone(),
+        reason,
+    })?;
 
     write_atomic(&out.join(TLS_KEY), leaf_key.serialize_pem().as_bytes(), 0o600)?;
     write_atomic(&out.join(TLS_CERT), leaf.pem().as_bytes(), 0o644)?;
@@ -150,7 +172,9 @@ fn new_ca() -> Result<(CaIssuer, String, CertificateDer<'static>), TlsError> {
     let key = rcgen::KeyPair::generate().map_err(|source| TlsError::Generate { what: "CA key", source })?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "connect-gate webhook CA");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "connect-gate webhook CA");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
@@ -161,9 +185,10 @@ fn new_ca() -> Result<(CaIssuer, String, CertificateDer<'static>), TlsError> {
     let now = SystemTime::now();
     params.not_before = (now - BACKDATE).into();
     params.not_after = (now + CA_VALIDITY).into();
-    let cert = params
-        .self_signed(&key)
-        .map_err(|source| TlsError::Generate { what: "CA certificate", source })?;
+    let cert = params.self_signed(&key).map_err(|source| TlsError::Generate {
+        what: "CA certificate",
+        source,
+    })?;
     let (pem, der) = (cert.pem(), cert.der().clone());
     let issuer = rcgen::Issuer::new(params, key);
     Ok((issuer, pem, der))
@@ -172,10 +197,16 @@ fn new_ca() -> Result<(CaIssuer, String, CertificateDer<'static>), TlsError> {
 fn load_ca(crt: &Path, key: &Path) -> Result<(CaIssuer, CertificateDer<'static>), TlsError> {
     let ca_der = parse_certs(crt, &read_limited(crt)?)?.remove(0);
     let key_bytes = read_limited(key)?;
-    let key_pem = std::str::from_utf8(&key_bytes).map_err(|_| TlsError::NotPemKey { path: key.to_path_buf() })?;
-    let key_pair = rcgen::KeyPair::from_pem(key_pem).map_err(|_| TlsError::BadKey { path: key.to_path_buf() })?;
-    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, key_pair)
-        .map_err(|e| TlsError::BadCert { path: crt.to_path_buf(), reason: e.to_string() })?;
+    let key_pem = std::str::from_utf8(&key_bytes).map_err(|_| TlsError::NotPemKey {
+        path: key.to_path_buf(),
+    })?;
+    let key_pair = rcgen::KeyPair::from_pem(key_pem).map_err(|_| TlsError::BadKey {
+        path: key.to_path_buf(),
+    })?;
+    let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, key_pair).map_err(|e| TlsError::BadCert {
+        path: crt.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     Ok((issuer, ca_der))
 }
 
@@ -187,14 +218,23 @@ fn leaf_params(dns: &[String], ips: &[IpAddr]) -> Result<rcgen::CertificateParam
         ServerName::try_from(name.as_str())
             .ok()
             .filter(|n| matches!(n, ServerName::DnsName(_)))
-            .ok_or_else(|| TlsError::BadName { name: name.clone(), reason: "not a valid DNS name (use --ip for addresses)".into() })?;
-        let ia5 = rcgen::string::Ia5String::try_from(name.as_str())
-            .map_err(|e| TlsError::BadName { name: name.clone(), reason: e.to_string() })?;
+            .ok_or_else(|| TlsError::BadName {
+                name: name.clone(),
+                reason: "not a valid DNS name (use --ip for addresses)".into(),
+            })?;
+        let ia5 = rcgen::string::Ia5String::try_from(name.as_str()).map_err(|e| TlsError::BadName {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
         sans.push(rcgen::SanType::DnsName(ia5));
     }
     sans.extend(ips.iter().map(|ip| rcgen::SanType::IpAddress(*ip)));
     params.subject_alt_names = sans;
-    let cn = dns.first().cloned().or_else(|| ips.first().map(|ip| ip.to_string())).unwrap_or_default();
+    let cn = dns
+        .first()
+        .cloned()
+        .or_else(|| ips.first().map(|ip| ip.to_string()))
+        .unwrap_or_default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, cn);
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
@@ -213,18 +253,28 @@ fn random_serial() -> rcgen::SerialNumber {
     let mut bytes = [0u8; 16];
     if ring::default_provider().secure_random.fill(&mut bytes).is_err() {
         // Fall back to time + pid: serials must be unique, not secret.
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         bytes.copy_from_slice(&(nanos ^ (u128::from(std::process::id()) << 96)).to_be_bytes());
     }
     bytes[0] = (bytes[0] & 0x7f) | 0x40; // positive and exactly 16 bytes long
     rcgen::SerialNumber::from_slice(&bytes)
 }
 
-fn verify_leaf(ca: &CertificateDer<'_>, leaf: &CertificateDer<'_>, dns: &[String], ips: &[IpAddr]) -> Result<(), String> {
+fn verify_leaf(
+    ca: &CertificateDer<'_>,
+    leaf: &CertificateDer<'_>,
+    dns: &[String],
+    ips: &[IpAddr],
+) -> Result<(), String> {
     use rustls::client::WebPkiServerVerifier;
     use rustls::client::danger::ServerCertVerifier;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone().into_owned()).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    roots
+        .add(ca.clone().into_owned())
+        .map_err(|e| format!("not a usable CA certificate: {e}"))?;
     let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(ring::default_provider()))
         .build()
         .map_err(|e| e.to_string())?;
@@ -242,9 +292,18 @@ fn verify_leaf(ca: &CertificateDer<'_>, leaf: &CertificateDer<'_>, dns: &[String
 
 /// Writes `contents` to a temporary file beside `path` with `mode`, then renames it over `path`.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write { path: path.to_path_buf(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
         ".{name}.tmp.{}.{}",
@@ -296,7 +355,12 @@ impl CertsArgs {
     pub fn run(&self) -> Result<(), TlsError> {
         generate_certs(&self.out, &self.dns, &self.ips)?;
         let show = |f: &str| self.out.join(f).display().to_string();
-        println!("wrote {} and {} (key mode 0600), signed by {}", show(TLS_CERT), show(TLS_KEY), show(CA_CERT));
+        println!(
+            "wrote {} and {} (key mode 0600), signed by {}",
+            show(TLS_CERT),
+            show(TLS_KEY),
+            show(CA_CERT)
+        );
         println!("serve with: --tls-cert {} --tls-key {}", show(TLS_CERT), show(TLS_KEY));
         println!("webhook caBundle: base64 -w0 {}", show(CA_CERT));
         Ok(())
@@ -309,15 +373,25 @@ impl CertsArgs {
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, TlsError> {
     let file = std::fs::File::open(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => TlsError::Missing { path: path.to_path_buf() },
-        _ => TlsError::Read { path: path.to_path_buf(), source },
+        io::ErrorKind::NotFound => TlsError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
     })?;
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
+        .map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(TlsError::TooLarge { path: path.to_path_buf() });
+        return Err(TlsError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
     Ok(bytes)
 }
@@ -336,17 +410,27 @@ fn pem_reason(e: &pem::Error) -> &'static str {
 fn parse_certs(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem { path: path.to_path_buf(), reason: pem_reason(&e) })?;
+        .map_err(|e| TlsError::BadPem {
+            path: path.to_path_buf(),
+            reason: pem_reason(&e),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NotPemCert { path: path.to_path_buf() });
+        return Err(TlsError::NotPemCert {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
 fn parse_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
-        pem::Error::NoItemsFound => TlsError::NotPemKey { path: path.to_path_buf() },
-        e => TlsError::BadPem { path: path.to_path_buf(), reason: pem_reason(&e) },
+        pem::Error::NoItemsFound => TlsError::NotPemKey {
+            path: path.to_path_buf(),
+        },
+        e => TlsError::BadPem {
+            path: path.to_path_buf(),
+            reason: pem_reason(&e),
+        },
     })
 }
 
@@ -364,16 +448,22 @@ fn certified_key(
     let key = provider
         .key_provider
         .load_private_key(key_der)
-        .map_err(|_| TlsError::BadKey { path: key_path.to_path_buf() })?;
+        .map_err(|_| TlsError::BadKey {
+            path: key_path.to_path_buf(),
+        })?;
     let certified = CertifiedKey::new(chain, key);
     match certified.keys_match() {
         Ok(()) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(TlsError::KeyMismatch { cert: cert_path.to_path_buf(), key: key_path.to_path_buf() })
-        }
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(TlsError::KeyMismatch {
+            cert: cert_path.to_path_buf(),
+            key: key_path.to_path_buf(),
+        }),
         // ring can always derive the public key; if some key type cannot, accept it as rustls does.
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
-        Err(e) => Err(TlsError::BadCert { path: cert_path.to_path_buf(), reason: e.to_string() }),
+        Err(e) => Err(TlsError::BadCert {
+            path: cert_path.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -445,7 +535,10 @@ impl CertResolver {
         let cert = read_limited(&self.cert_path)?;
         let key = read_limited(&self.key_path)?;
         let hash = content_hash(&cert, &key);
-        Ok((hash, certified_key(&self.provider, &self.cert_path, &cert, &self.key_path, &key)?))
+        Ok((
+            hash,
+            certified_key(&self.provider, &self.cert_path, &cert, &self.key_path, &key)?,
+        ))
     }
 
     /// Re-reads both files. `Ok(true)`: a new pair is now serving; `Ok(false)`: unchanged since
@@ -576,7 +669,10 @@ pub async fn serve(
 
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let mut h1 = Builder::new(TokioExecutor::new()).http1_only();
-    h1.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    h1.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
     let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
     h2.http2()
         .timer(TokioTimer::new())
@@ -661,7 +757,11 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(remaining = connections.len(), of = in_flight, "webhook connections still open after the grace period; closing them");
+        tracing::warn!(
+            remaining = connections.len(),
+            of = in_flight,
+            "webhook connections still open after the grace period; closing them"
+        );
         connections.shutdown().await;
     }
     Ok(())
@@ -692,7 +792,11 @@ struct IdleTimeout<S> {
 
 impl<S> IdleTimeout<S> {
     fn new(inner: S, timeout: Duration) -> Self {
-        IdleTimeout { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+        IdleTimeout {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
     }
 
     fn progressed(&mut self) {
@@ -813,18 +917,27 @@ mod tests {
         let key = std::fs::read_to_string(dir.path().join(TLS_KEY)).unwrap();
         assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8 PEM");
         // No temporary files left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 4, "{names:?}");
 
         // Defaults: localhost and 127.0.0.1, verified against the CA with serverAuth.
         let ca = file_der(&dir.path().join(CA_CERT));
         let leaf = file_der(&dir.path().join(TLS_CERT));
-        verify_leaf(&ca.into(), &leaf.into(), &["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
+        verify_leaf(
+            &ca.into(),
+            &leaf.into(),
+            &["localhost".into()],
+            &["127.0.0.1".parse().unwrap()],
+        )
+        .unwrap();
 
         let r = CertResolver::load(dir.path().join(TLS_CERT), dir.path().join(TLS_KEY)).unwrap();
         assert!(r.loaded());
         assert_eq!((r.reloads(), r.reload_failures()), (0, 0));
-        assert_eq!(r.reload().unwrap(), false, "unchanged files are not reloaded");
+        assert!(!r.reload().unwrap(), "unchanged files are not reloaded");
         let config = server_config(r);
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
     }
@@ -832,13 +945,29 @@ mod tests {
     #[test]
     fn san_names_are_checked_by_the_self_verification() {
         let dir = tempfile::tempdir().unwrap();
-        generate_certs(dir.path(), &["connect-gate-webhook.connect.svc".into()], &["10.0.0.7".parse().unwrap()]).unwrap();
+        generate_certs(
+            dir.path(),
+            &["connect-gate-webhook.connect.svc".into()],
+            &["10.0.0.7".parse().unwrap()],
+        )
+        .unwrap();
         let ca = CertificateDer::from(file_der(&dir.path().join(CA_CERT)));
         let leaf = CertificateDer::from(file_der(&dir.path().join(TLS_CERT)));
-        verify_leaf(&ca, &leaf, &["connect-gate-webhook.connect.svc".into()], &["10.0.0.7".parse().unwrap()]).unwrap();
-        assert!(verify_leaf(&ca, &leaf, &["localhost".into()], &[]).is_err(), "a name not in the SANs fails");
+        verify_leaf(
+            &ca,
+            &leaf,
+            &["connect-gate-webhook.connect.svc".into()],
+            &["10.0.0.7".parse().unwrap()],
+        )
+        .unwrap();
+        assert!(
+            verify_leaf(&ca, &leaf, &["localhost".into()], &[]).is_err(),
+            "a name not in the SANs fails"
+        );
 
-        let err = generate_certs(dir.path(), &["10.0.0.8".into()], &[]).unwrap_err().to_string();
+        let err = generate_certs(dir.path(), &["10.0.0.8".into()], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("10.0.0.8") && err.contains("--ip"), "{err}");
     }
 
@@ -878,11 +1007,17 @@ mod tests {
         let err = CertResolver::load(cert.clone(), key.clone()).unwrap_err();
         assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains(&*cert.to_string_lossy()) && msg.contains(&*key.to_string_lossy()), "{msg}");
+        assert!(
+            msg.contains(&*cert.to_string_lossy()) && msg.contains(&*key.to_string_lossy()),
+            "{msg}"
+        );
         assert!(msg.contains("does not match"), "{msg}");
         let debug = format!("{err:?}");
         for line in key_lines(&key).iter().chain(key_lines(&a.path().join(TLS_KEY)).iter()) {
-            assert!(!msg.contains(line.as_str()) && !debug.contains(line.as_str()), "key material leaked");
+            assert!(
+                !msg.contains(line.as_str()) && !debug.contains(line.as_str()),
+                "key material leaked"
+            );
         }
         assert!(!msg.contains("PRIVATE KEY-----"));
     }
@@ -893,7 +1028,11 @@ mod tests {
         generate(dir.path());
         let (cert, key) = (dir.path().join(TLS_CERT), dir.path().join(TLS_KEY));
         let missing = dir.path().join("nope.crt");
-        let load = |c: &Path, k: &Path| CertResolver::load(c.to_path_buf(), k.to_path_buf()).unwrap_err().to_string();
+        let load = |c: &Path, k: &Path| {
+            CertResolver::load(c.to_path_buf(), k.to_path_buf())
+                .unwrap_err()
+                .to_string()
+        };
 
         let msg = load(&missing, &key);
         assert!(msg.contains("nope.crt") && msg.contains("not found"), "{msg}");
@@ -903,7 +1042,10 @@ mod tests {
         let msg = load(&junk, &key);
         assert!(msg.contains("junk.pem") && msg.contains("not PEM"), "{msg}");
         let msg = load(&cert, &junk);
-        assert!(msg.contains("junk.pem") && msg.contains("not PEM") && msg.contains("PRIVATE KEY"), "{msg}");
+        assert!(
+            msg.contains("junk.pem") && msg.contains("not PEM") && msg.contains("PRIVATE KEY"),
+            "{msg}"
+        );
 
         // Swapped flags: the key file has no certificate and vice versa.
         let msg = load(&key, &cert);
@@ -928,9 +1070,16 @@ mod tests {
         let msg = load(&bad, &key);
         assert!(msg.contains("bad.crt") && msg.contains("X.509"), "{msg}");
         let badkey = dir.path().join("bad.key");
-        std::fs::write(&badkey, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &badkey,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let msg = load(&cert, &badkey);
-        assert!(msg.contains("bad.key") && msg.contains("not a usable private key"), "{msg}");
+        assert!(
+            msg.contains("bad.key") && msg.contains("not a usable private key"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -952,7 +1101,7 @@ mod tests {
         assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
         assert_eq!(served_der(&r), first, "old certificate keeps serving");
         assert_eq!((r.reloads(), r.reload_failures()), (0, 1));
-        assert_eq!(r.reload().unwrap(), false, "the same half pair is not re-parsed");
+        assert!(!r.reload().unwrap(), "the same half pair is not re-parsed");
 
         write_atomic(&key, &std::fs::read(staging.path().join(TLS_KEY)).unwrap(), 0o600).unwrap();
         assert!(r.reload().unwrap());
@@ -1013,13 +1162,19 @@ mod tests {
         generate(dir.path());
         let deadline = Instant::now() + Duration::from_secs(30);
         while served_der(&r) == first {
-            assert!(Instant::now() < deadline, "reloader never picked up the new certificate");
+            assert!(
+                Instant::now() < deadline,
+                "reloader never picked up the new certificate"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(served_der(&r), file_der(&dir.path().join(TLS_CERT)));
         // The task ends once the resolver is gone.
         drop(r);
-        tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[test]
