@@ -30,6 +30,15 @@ struct Gate {
 
 impl Gate {
     async fn start(env: &TestEnv, extra: &[&str]) -> Gate {
+        Self::launch(env, extra, true).await
+    }
+
+    /// For a sidecar that is alive but never ready (no plugin list under a deny policy).
+    async fn start_unready(env: &TestEnv, extra: &[&str]) -> Gate {
+        Self::launch(env, extra, false).await
+    }
+
+    async fn launch(env: &TestEnv, extra: &[&str], ready: bool) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let status = Command::new(BIN)
@@ -45,8 +54,6 @@ impl Gate {
         let mut args: Vec<String> = [
             "serve",
             "--no-reconcile",
-            "--connect-url",
-            &env.connect_url,
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
@@ -62,6 +69,9 @@ impl Gate {
         ]
         .map(String::from)
         .into();
+        if !extra.contains(&"--connect-url") {
+            args.extend(["--connect-url".to_string(), env.connect_url.clone()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         let child = Command::new(BIN)
@@ -74,7 +84,7 @@ impl Gate {
             .unwrap();
         let mut gate = Gate { child, dir, port, metrics_port, registrations: vec![] };
         let client = gate.https_client();
-        let url = format!("https://127.0.0.1:{port}/readyz");
+        let url = format!("https://127.0.0.1:{port}/{}", if ready { "readyz" } else { "healthz" });
         eventually("the webhook to be ready", Duration::from_secs(30), || async {
             match client.get(&url).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
@@ -311,4 +321,55 @@ async fn certificate_rotation_drops_no_request() {
     assert_ne!(before, std::fs::read(certs.join("tls.crt")).unwrap(), "the certificate was rotated");
     let metrics = gate.metrics().await;
     assert!(metrics.contains("connect_gate_cert_reloads_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn worker_validator_and_plugin_policy() {
+    let env = TestEnv::new("webhook-worker").await;
+    // The worker's own validator: a sink without topics is invalid to Connect, not to the template.
+    let gate = Gate::start(&env, &["--validate-with-worker"]).await;
+    let no_topics = configmap("no-topics", &[("s.json", r#"{"name": "s", "config": {"connector.class": "FileStreamSink"}}"#)]);
+    let (ok, text) = dry_run(&env, &no_topics, false);
+    assert!(!ok, "{text}");
+    assert!(text.contains("the worker rejects config key `topics`"), "{text}");
+    let (ok, text) = dry_run(&env, &configmap("fine", &[("s.json", &sink("fine"))]), false);
+    assert!(ok, "{text}");
+    drop(gate);
+
+    // An unreachable worker: admitted with a warning by default, denied by policy.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let good = configmap("good", &[("s.json", &sink("good"))]);
+    let env2 = TestEnv::new("webhook-nowork").await;
+    let gate = Gate::start(&env2, &["--connect-url", &dead]).await;
+    let (ok, text) = dry_run(&env2, &good, false);
+    assert!(ok, "{text}");
+    assert!(text.contains("Warning:") && text.contains("plugin check skipped"), "{text}");
+    drop(gate);
+    let env3 = TestEnv::new("webhook-deny").await;
+    let gate = Gate::start_unready(&env3, &["--connect-url", &dead, "--on-plugins-unavailable", "deny"]).await;
+    let (ok, text) = dry_run(&env3, &good, false);
+    assert!(!ok && text.contains("--on-plugins-unavailable=deny"), "{text}");
+    drop(gate);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_errors_not_panics() {
+    let env = TestEnv::new("webhook-bodies").await;
+    let gate = Gate::start(&env, &[]).await;
+    let client = gate.https_client();
+    let base = format!("https://127.0.0.1:{}", gate.port);
+    for body in ["", "{", "[]", r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#, "\u{0}\u{1}"] {
+        for path in ["/validate", "/mutate"] {
+            let r = client.post(format!("{base}{path}")).body(body).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{path} {body:?}");
+        }
+    }
+    let huge = vec![b'x'; 8 << 20];
+    let r = client.post(format!("{base}/validate")).body(huge).send().await;
+    assert!(r.map(|r| r.status() == 413).unwrap_or(true), "an oversized body is refused");
+    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(r.status().is_success());
+    // Still serving after all that.
+    let (ok, _) = dry_run(&env, &configmap("p", &[("p.json", "{")]), false);
+    assert!(!ok);
 }
