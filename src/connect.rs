@@ -27,6 +27,7 @@ pub struct ConnectClient {
 
 impl ConnectClient {
     pub fn new(base: &str) -> Self {
+        crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
@@ -146,4 +147,51 @@ fn urlencode(segment: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A raw answer from the REST API, for the reconciler (which counts and retries calls itself).
+#[derive(Debug, Clone)]
+pub struct RestResponse {
+    pub status: reqwest::StatusCode,
+    pub body: Vec<u8>,
+}
+
+impl RestResponse {
+    /// Connect's error body is `{"error_code": ..., "message": ...}`; the message, else the body.
+    pub fn message(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            message: String,
+        }
+        match serde_json::from_slice::<ErrorBody>(&self.body) {
+            Ok(e) => e.message,
+            Err(_) => String::from_utf8_lossy(&self.body).trim().to_string(),
+        }
+    }
+}
+
+impl ConnectClient {
+    /// Sends one request to `path` (which starts with `/`), without retrying.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<RestResponse, ConnectError> {
+        let url = format!("{}{path}", self.base);
+        let unreachable = |source| ConnectError::Unreachable { url: self.base.clone(), source };
+        let mut request = self.http.request(method, &url).header("accept", "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unreachable)?.to_vec();
+        Ok(RestResponse { status, body })
+    }
+}
+
+/// `/connectors/{name}` with the name percent-encoded.
+pub fn connector_path(name: &str) -> String {
+    format!("/connectors/{}", urlencode(name))
 }

@@ -85,3 +85,48 @@ impl PluginCache {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A stand-in for one endpoint of the worker, for the cache's timing rules only.
+    async fn fake_worker(body: Arc<Mutex<String>>) -> String {
+        let app = axum::Router::new().route(
+            "/connector-plugins",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { body.lock().unwrap().clone() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    #[tokio::test]
+    async fn refetches_after_a_miss_unless_fresh() {
+        let body = Arc::new(Mutex::new(r#"[{"class": "a.AConnector"}]"#.to_string()));
+        let url = fake_worker(body.clone()).await;
+        let cache = PluginCache::new(ConnectClient::new(&url), Metrics::new().0);
+        assert!(cache.refresh().await.unwrap().resolve("A").is_some());
+        *body.lock().unwrap() = r#"[{"class": "a.AConnector"}, {"class": "b.BConnector"}]"#.into();
+        assert!(cache.refresh_after_miss(Duration::from_secs(3600)).await.is_none(), "fresh lists are not refetched");
+        let fresh = cache.refresh_after_miss(Duration::ZERO).await.expect("a changed list");
+        assert!(fresh.resolve("B").is_some());
+        assert!(cache.refresh_after_miss(Duration::ZERO).await.is_none(), "unchanged list");
+    }
+
+    #[tokio::test]
+    async fn keeps_the_last_list_when_the_worker_goes_away() {
+        let body = Arc::new(Mutex::new(r#"[{"class": "a.AConnector"}]"#.to_string()));
+        let url = fake_worker(body.clone()).await;
+        let cache = PluginCache::new(ConnectClient::new(&url), Metrics::new().0);
+        cache.refresh().await;
+        *body.lock().unwrap() = "not json".into();
+        assert!(cache.refresh().await.is_some());
+        assert!(cache.last_error().unwrap().contains("not a GET /connector-plugins response"));
+    }
+}
