@@ -117,9 +117,9 @@ pub async fn run(
     };
     let lease_stop = CancellationToken::new();
     let (mut leading, lease_task) = lease::spawn(client.clone(), lease_config, lease_stop.clone());
-    let recorder = Recorder::new(client, Reporter { controller: "connect-gate".into(), instance: Some(identity.clone()) });
+    let reporter = Reporter { controller: "connect-gate".into(), instance: Some(identity.clone()) };
     tracing::info!(%namespace, %identity, lease = %args.lease_name, "reconciler started; waiting for the Lease");
-    let mut reconciler = Reconciler { shared: shared.clone(), api, store, recorder, args, namespace, memory: Memory::default() };
+    let mut reconciler = Reconciler { shared: shared.clone(), api, store, client, reporter, args, namespace, memory: Memory::default() };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -203,7 +203,8 @@ struct Reconciler {
     shared: Arc<Shared>,
     api: Api<ConfigMap>,
     store: Store<ConfigMap>,
-    recorder: Recorder,
+    client: kube::Client,
+    reporter: Reporter,
     args: ReconcileArgs,
     namespace: String,
     memory: Memory,
@@ -705,7 +706,10 @@ impl Reconciler {
     async fn publish(&self, reference: &k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, note: String) {
         let note = truncate(&note, 1000);
         let event = KubeEvent { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
+        // A fresh recorder per Event: the recorder folds same-reason Events into one series
+        // that keeps the first note, and these notes name different connectors.
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, reason, "cannot publish an Event");
         }
     }

@@ -1,0 +1,560 @@
+//! The reconciler on the real stack: `connect-gate serve --no-webhook` runs as a real process
+//! against the real kube-apiserver and the real Kafka Connect worker(s), applying FileStream
+//! connectors declared in ConfigMaps. Every wait is a bounded poll, never a timed assertion.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::{TestEnv, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
+const WAIT: Duration = Duration::from_secs(90);
+const FINALIZER: &str = "connect-gate.io/cleanup";
+const SOURCE: &str = "org.apache.kafka.connect.file.FileStreamSourceConnector";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `connect-gate serve --no-webhook` process reconciling the test's namespace.
+struct Sidecar {
+    child: Child,
+    log: PathBuf,
+    metrics_port: u16,
+}
+
+impl Sidecar {
+    fn start(env: &TestEnv, dir: &Path, connect_url: &str, identity: &str, extra: &[&str]) -> Sidecar {
+        let metrics_port = free_port();
+        let log = dir.join(format!("serve-{identity}-{metrics_port}.log"));
+        let vars = dir.join("vars");
+        std::fs::create_dir_all(&vars).unwrap();
+        let env_file = dir.join("env");
+        if !env_file.exists() {
+            std::fs::write(&env_file, "").unwrap();
+        }
+        let mut args: Vec<String> = [
+            "serve",
+            "--no-webhook",
+            "--namespace",
+            &env.namespace,
+            "--connect-url",
+            connect_url,
+            "--vars-dir",
+            vars.to_str().unwrap(),
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--resync",
+            "2s",
+            "--lease-duration",
+            "4s",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ]
+        .map(String::from)
+        .into();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("POD_NAME", identity)
+            .env("CONNECT_GATE_LOG", "info,connect_gate=debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Sidecar { child, log, metrics_port }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no lease release, no cleanup.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn metrics(&self) -> Result<String, String> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e}; log tail: {}", tail(&self.log()))),
+        }
+    }
+
+    /// Sum of the samples of `metric` whose labels contain every one of `labels`.
+    async fn metric(&self, metric: &str, labels: &[&str]) -> Result<f64, String> {
+        let text = self.metrics().await?;
+        Ok(sum_metric(&text, metric, labels))
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sum_metric(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(metric))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A FileStreamSource template reading `file` into `topic`; `extra` is spliced into config.
+fn source_template(name: &str, file: &Path, topic: &str, extra: &str) -> String {
+    format!(
+        r#"{{"name": "{name}", "config": {{"connector.class": "{SOURCE}", "file": "{}", "topic": "{topic}", "tasks.max": 1{extra}}}}}"#,
+        file.display()
+    )
+}
+
+fn configmap(name: &str, labels: &[(&str, &str)], data: &[(&str, String)]) -> ConfigMap {
+    let mut all_labels: BTreeMap<String, String> = [("destination".to_string(), "connect".to_string())].into();
+    all_labels.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": all_labels},
+        "data": data.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+    }))
+    .unwrap()
+}
+
+async fn create(env: &TestEnv, cm: &ConfigMap) {
+    env.api::<ConfigMap>().create(&PostParams::default(), cm).await.unwrap();
+}
+
+async fn merge(env: &TestEnv, name: &str, patch: Value) {
+    env.api::<ConfigMap>().patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+}
+
+async fn annotation(env: &TestEnv, cm: &str, key: &str) -> Option<String> {
+    let cm = env.api::<ConfigMap>().get_opt(cm).await.unwrap()?;
+    cm.metadata.annotations?.get(key).cloned()
+}
+
+/// The connector's config on the worker at `url`, or an error naming its absence.
+async fn config_at(url: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
+    let (status, body) = support::ConnectClient::new(url).get(&format!("/connectors/{name}/config")).await;
+    match status {
+        200 => Ok(serde_json::from_value(body).unwrap()),
+        s => Err(format!("GET config of {name}: {s} {body}")),
+    }
+}
+
+async fn wait_config(url: &str, name: &str, key: &str, value: &str) {
+    eventually(&format!("{name}.{key} = {value}"), WAIT, || async {
+        let config = config_at(url, name).await?;
+        match config.get(key) {
+            Some(v) if v == value => Ok(()),
+            other => Err(format!("{key} is {other:?}")),
+        }
+    })
+    .await;
+}
+
+async fn wait_absent(url: &str, name: &str) {
+    eventually(&format!("connector {name} to be deleted"), WAIT, || async {
+        let (status, body) = support::ConnectClient::new(url).get(&format!("/connectors/{name}")).await;
+        if status == 404 { Ok(()) } else { Err(format!("{status} {body}")) }
+    })
+    .await;
+}
+
+/// Waits for the `connect-gate.io/status` annotation to show `state` for `connector`.
+async fn wait_status(env: &TestEnv, cm: &str, connector: &str, state: &str) -> Value {
+    eventually(&format!("status of {connector} on {cm} to be {state}"), WAIT, || async {
+        let status = annotation(env, cm, "connect-gate.io/status").await.ok_or("no status annotation")?;
+        let status: Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
+        if status[connector]["state"] == state { Ok(status) } else { Err(status.to_string()) }
+    })
+    .await
+}
+
+/// Events about a ConfigMap with this reason: their notes.
+async fn events(env: &TestEnv, cm: &str, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cm) && e.reason.as_deref() == Some(reason))
+        .map(|e| e.note.unwrap_or_default())
+        .collect()
+}
+
+async fn wait_event(env: &TestEnv, cm: &str, reason: &str, note_contains: &str) {
+    eventually(&format!("a {reason} Event on {cm} mentioning {note_contains:?}"), WAIT, || async {
+        let notes = events(env, cm, reason).await;
+        if notes.iter().any(|n| n.contains(note_contains)) { Ok(()) } else { Err(format!("{notes:?}")) }
+    })
+    .await;
+}
+
+/// Waits until the sidecar has finished `n` more successful passes than now.
+async fn wait_passes(sidecar: &Sidecar, n: f64) {
+    let start = eventually("metrics", WAIT, || sidecar.metric("connect_gate_reconciles_total", &[r#"result="ok""#])).await;
+    eventually(&format!("{n} more reconcile passes"), WAIT, || async {
+        let now = sidecar.metric("connect_gate_reconciles_total", &[r#"result="ok""#]).await?;
+        if now >= start + n { Ok(()) } else { Err(format!("{now} passes")) }
+    })
+    .await;
+}
+
+async fn puts(sidecar: &Sidecar) -> f64 {
+    sidecar.metric("connect_gate_rest_calls_total", &[r#"method="PUT""#]).await.unwrap()
+}
+
+/// Deletes a ConfigMap and waits until the sidecar has cleaned up and it is gone.
+async fn delete_and_wait_gone(env: &TestEnv, name: &str) {
+    let api = env.api::<ConfigMap>();
+    api.delete(name, &DeleteParams::default()).await.unwrap();
+    eventually(&format!("ConfigMap {name} to be gone"), WAIT, || async {
+        match api.get_opt(name).await.unwrap() {
+            None => Ok(()),
+            Some(cm) => Err(format!("still there, finalizers {:?}", cm.metadata.finalizers)),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_state_and_delete_while_running() {
+    let env = TestEnv::new("reconcile-create-update").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let name = env.connector_name("src");
+    let input = dir.path().join("in.txt");
+    let topic = format!("{}-a", env.id);
+    create(&env, &configmap("cm", &[], &[("src.json", source_template(&name, &input, &topic, ""))])).await;
+
+    wait_config(&env.connect_url, &name, "topic", &topic).await;
+    let config = config_at(&env.connect_url, &name).await.unwrap();
+    assert_eq!(config["tasks.max"], "1", "numbers arrive as strings");
+    assert_eq!(config["name"], name);
+    wait_status(&env, "cm", &name, "RUNNING").await;
+    let cm = env.api::<ConfigMap>().get("cm").await.unwrap();
+    assert!(cm.metadata.finalizers.unwrap_or_default().contains(&FINALIZER.to_string()));
+    let managed: Value = serde_json::from_str(&annotation(&env, "cm", "connect-gate.io/connectors").await.unwrap()).unwrap();
+    assert_eq!(managed, json!({ &name: "src.json" }));
+    let applied = annotation(&env, "cm", "connect-gate.io/applied").await.unwrap();
+    assert!(applied.contains("sha256:") && !applied.contains(&topic), "{applied}");
+    wait_event(&env, "cm", "Applied", &name).await;
+
+    // Unchanged: later passes make no write calls at all.
+    let before = puts(&sidecar).await;
+    assert_eq!(before, 1.0, "one PUT to create it; metrics:\n{}", sidecar.metrics().await.unwrap());
+    wait_passes(&sidecar, 3.0).await;
+    assert_eq!(puts(&sidecar).await, before, "passes over an unchanged connector wrote to Connect");
+
+    // Update: new topic, declared paused.
+    let topic_b = format!("{}-b", env.id);
+    let updated = source_template(&name, &input, &topic_b, "").replacen('{', r#"{"state": "paused", "#, 1);
+    merge(&env, "cm", json!({"data": {"src.json": updated}})).await;
+    wait_config(&env.connect_url, &name, "topic", &topic_b).await;
+    wait_status(&env, "cm", &name, "PAUSED").await;
+    wait_event(&env, "cm", "Updated", &name).await;
+    let (_, status) = env.connect.get(&format!("/connectors/{name}/status")).await;
+    assert_eq!(status["connector"]["state"], "PAUSED", "{status}");
+
+    // Delete while running: the connector goes, then the ConfigMap.
+    delete_and_wait_gone(&env, "cm").await;
+    wait_absent(&env.connect_url, &name).await;
+    drop(sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_reenable_rename_and_remove_a_key() {
+    let env = TestEnv::new("reconcile-disable-rename").await;
+    let dir = tempfile::tempdir().unwrap();
+    let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let (a, b, renamed) = (env.connector_name("a"), env.connector_name("b"), env.connector_name("a2"));
+    let input = dir.path().join("in.txt");
+    let t = |n: &str| source_template(n, &input, &format!("{}-t", env.id), "");
+    create(&env, &configmap("cm", &[], &[("a.json", t(&a)), ("b.json", t(&b))])).await;
+    wait_status(&env, "cm", &a, "RUNNING").await;
+    wait_status(&env, "cm", &b, "RUNNING").await;
+
+    merge(&env, "cm", json!({"metadata": {"labels": {"enabled": "false"}}})).await;
+    wait_absent(&env.connect_url, &a).await;
+    wait_absent(&env.connect_url, &b).await;
+    wait_event(&env, "cm", "Deleted", &a).await;
+
+    merge(&env, "cm", json!({"metadata": {"labels": {"enabled": "true"}}})).await;
+    wait_status(&env, "cm", &a, "RUNNING").await;
+    wait_status(&env, "cm", &b, "RUNNING").await;
+
+    // Rename a (same key, new name): old deleted, new created.
+    merge(&env, "cm", json!({"data": {"a.json": t(&renamed)}})).await;
+    wait_status(&env, "cm", &renamed, "RUNNING").await;
+    wait_absent(&env.connect_url, &a).await;
+
+    // Remove key b: its connector goes, the rest stays.
+    merge(&env, "cm", json!({"data": {"b.json": null}})).await;
+    wait_absent(&env.connect_url, &b).await;
+    eventually("the managed annotation to list only the renamed connector", WAIT, || async {
+        let managed = annotation(&env, "cm", "connect-gate.io/connectors").await.unwrap_or_default();
+        let managed: Value = serde_json::from_str(&managed).map_err(|e| e.to_string())?;
+        if managed == json!({ &renamed: "a.json" }) { Ok(()) } else { Err(managed.to_string()) }
+    })
+    .await;
+    config_at(&env.connect_url, &renamed).await.unwrap();
+    delete_and_wait_gone(&env, "cm").await;
+    wait_absent(&env.connect_url, &renamed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reverted_and_recorded() {
+    let env = TestEnv::new("reconcile-drift").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let name = env.connector_name("drift");
+    let topic = format!("{}-t", env.id);
+    let template = source_template(&name, &dir.path().join("in.txt"), &topic, "");
+    create(&env, &configmap("cm", &[], &[("d.json", template)])).await;
+    wait_status(&env, "cm", &name, "RUNNING").await;
+
+    // Changed behind its back through REST.
+    let mut changed = config_at(&env.connect_url, &name).await.unwrap();
+    changed.insert("topic".into(), "hijacked".into());
+    let (status, body) = env.connect.put(&format!("/connectors/{name}/config"), &json!(changed)).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    wait_config(&env.connect_url, &name, "topic", &topic).await;
+    wait_event(&env, "cm", "DriftReverted", "changed behind").await;
+
+    // Deleted behind its back.
+    let (status, body) = env.connect.delete(&format!("/connectors/{name}")).await;
+    assert!(status == 204 || status == 200, "{status} {body}");
+    wait_event(&env, "cm", "DriftReverted", "deleted behind").await;
+    wait_config(&env.connect_url, &name, "topic", &topic).await;
+    let reverts = eventually("drift metric", WAIT, || sidecar.metric("connect_gate_drift_reverts_total", &[])).await;
+    assert!(reverts >= 2.0, "drift reverts: {reverts}");
+    delete_and_wait_gone(&env, "cm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_while_the_sidecar_is_down() {
+    let env = TestEnv::new("reconcile-delete-down").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let name = env.connector_name("down");
+    create(&env, &configmap("cm", &[], &[("x.json", source_template(&name, &dir.path().join("in"), &env.id, ""))])).await;
+    wait_status(&env, "cm", &name, "RUNNING").await;
+
+    sidecar.kill();
+    env.api::<ConfigMap>().delete("cm", &DeleteParams::default()).await.unwrap();
+    let held = env.api::<ConfigMap>().get("cm").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some(), "the finalizer holds the ConfigMap");
+    config_at(&env.connect_url, &name).await.expect("nothing deleted it while the sidecar was down");
+
+    let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo-again", &[]);
+    wait_absent(&env.connect_url, &name).await;
+    eventually("the ConfigMap to be gone", WAIT, || async {
+        match env.api::<ConfigMap>().get_opt("cm").await.unwrap() {
+            None => Ok(()),
+            Some(cm) => Err(format!("finalizers {:?}", cm.metadata.finalizers)),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_secret_reaches_connect_and_a_rejected_connector_is_kept() {
+    let env = TestEnv::new("reconcile-secret").await;
+    let dir = tempfile::tempdir().unwrap();
+    let vars = dir.path().join("vars");
+    std::fs::create_dir_all(&vars).unwrap();
+    std::fs::write(vars.join("DB_PASSWORD"), "s3cret-value-one\n").unwrap();
+    let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let name = env.connector_name("sec");
+    let template = source_template(&name, &dir.path().join("in"), &env.id, r#", "x.password": $DB_PASSWORD"#);
+    create(&env, &configmap("cm", &[], &[("s.json", template)])).await;
+    wait_config(&env.connect_url, &name, "x.password", "s3cret-value-one").await;
+
+    // Rotated (as kubelet does, by replacing the file): the new value reaches Connect.
+    std::fs::write(vars.join(".tmp"), "s3cret-value-two\n").unwrap();
+    std::fs::rename(vars.join(".tmp"), vars.join("DB_PASSWORD")).unwrap();
+    wait_config(&env.connect_url, &name, "x.password", "s3cret-value-two").await;
+    wait_event(&env, "cm", "Updated", &name).await;
+
+    // The secret disappears: the connector is now rejected, kept as it is, and the ConfigMap says why.
+    std::fs::remove_file(vars.join("DB_PASSWORD")).unwrap();
+    let error = eventually("last-error to explain the rejection", WAIT, || async {
+        let e = annotation(&env, "cm", "connect-gate.io/last-error").await.ok_or("no last-error")?;
+        if e.contains("$DB_PASSWORD") { Ok(e) } else { Err(e) }
+    })
+    .await;
+    assert!(error.contains("undefined variable"), "{error}");
+    wait_event(&env, "cm", "Rejected", "DB_PASSWORD").await;
+    wait_passes(&sidecar, 2.0).await;
+    wait_config(&env.connect_url, &name, "x.password", "s3cret-value-two").await;
+
+    // No secret value anywhere on the ConfigMap or in its Events.
+    let cm = env.api::<ConfigMap>().get("cm").await.unwrap();
+    let annotations = serde_json::to_string(&cm.metadata.annotations).unwrap();
+    assert!(!annotations.contains("s3cret"), "{annotations}");
+    let api: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    let all = serde_json::to_string(&api.list(&ListParams::default()).await.unwrap().items).unwrap();
+    assert!(!all.contains("s3cret"), "{all}");
+    assert!(!sidecar.log().contains("s3cret"), "the log shows a secret");
+
+    // Cleanup needs the name only (a disabled ConfigMap tolerates undefined variables).
+    delete_and_wait_gone(&env, "cm").await;
+    wait_absent(&env.connect_url, &name).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_applies_and_the_other_takes_over() {
+    let env = TestEnv::new("reconcile-replicas").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Sidecar::start(&env, dir.path(), &env.connect_url, "replica-a", &[]);
+    let b = Sidecar::start(&env, dir.path(), &env.connect_url, "replica-b", &[]);
+    let name = env.connector_name("ha");
+    let input = dir.path().join("in");
+    create(&env, &configmap("cm", &[], &[("h.json", source_template(&name, &input, &env.id, ""))])).await;
+    wait_status(&env, "cm", &name, "RUNNING").await;
+
+    let leaders = eventually("exactly one leader", WAIT, || async {
+        let (la, lb) = (a.metric("connect_gate_leader", &[]).await?, b.metric("connect_gate_leader", &[]).await?);
+        if la + lb == 1.0 { Ok((la, lb)) } else { Err(format!("leader a={la} b={lb}")) }
+    })
+    .await;
+    let (mut leader, follower) = if leaders.0 == 1.0 { (a, b) } else { (b, a) };
+    assert_eq!(puts(&leader).await, 1.0);
+    let follower_calls = follower.metric("connect_gate_rest_calls_total", &[]).await.unwrap();
+    assert_eq!(follower_calls, 0.0, "the follower called Connect");
+
+    leader.kill();
+    eventually("the follower to take the Lease", WAIT, || async {
+        let l = follower.metric("connect_gate_leader", &[]).await?;
+        if l == 1.0 { Ok(()) } else { Err(format!("leader={l}; log: {}", tail(&follower.log()))) }
+    })
+    .await;
+    wait_passes(&follower, 2.0).await;
+    assert_eq!(puts(&follower).await, 0.0, "the new leader re-applied an unchanged connector");
+
+    // The new leader applies changes.
+    let updated = source_template(&name, &input, &format!("{}-new", env.id), "");
+    merge(&env, "cm", json!({"data": {"h.json": updated}})).await;
+    wait_config(&env.connect_url, &name, "topic", &format!("{}-new", env.id)).await;
+    assert_eq!(puts(&follower).await, 1.0);
+    delete_and_wait_gone(&env, "cm").await;
+}
+
+/// A Connect worker in a group of its own (so restarting it loses the group's only member).
+struct OwnWorker {
+    name: String,
+}
+
+impl OwnWorker {
+    fn start(name: &str) -> String {
+        let s = support::stack();
+        let out = Command::new(s.scripts.join("connect-worker"))
+            .args(["start", name, "--group", name])
+            .env("STACK_DIR", &s.stack_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "starting worker {name}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn kill(&self) {
+        let s = support::stack();
+        let out = Command::new(s.scripts.join("connect-worker"))
+            .args(["kill", &self.name])
+            .env("STACK_DIR", &s.stack_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "killing worker {}", self.name);
+    }
+}
+
+impl Drop for OwnWorker {
+    fn drop(&mut self) {
+        let s = support::stack();
+        let _ = Command::new(s.scripts.join("connect-worker"))
+            .args(["stop", &self.name])
+            .env("STACK_DIR", &s.stack_dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// Forwards TCP from a fixed loopback port to whatever worker URL is current, so the sidecar
+/// keeps one `--connect-url` while the worker behind it restarts on a new port.
+async fn forwarder(target: Arc<Mutex<String>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { continue };
+            let to = target.lock().unwrap().trim_start_matches("http://").to_string();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_restarted_mid_reconcile_loses_nothing() {
+    let env = TestEnv::new("reconcile-worker-restart").await;
+    let dir = tempfile::tempdir().unwrap();
+    let worker_name = format!("rs-{}", support::random_suffix());
+    let url = OwnWorker::start(&worker_name);
+    let worker = OwnWorker { name: worker_name.clone() };
+    let target = Arc::new(Mutex::new(url.clone()));
+    let proxy = forwarder(target.clone()).await;
+    let _sidecar = Sidecar::start(&env, dir.path(), &proxy, "solo", &[]);
+
+    let names: Vec<String> = (0..4).map(|i| env.connector_name(&format!("r{i}"))).collect();
+    for (i, name) in names.iter().enumerate() {
+        let cm = configmap(&format!("cm{i}"), &[], &[("c.json", source_template(name, &dir.path().join("in"), &env.id, ""))]);
+        create(&env, &cm).await;
+    }
+    // As soon as the first connector exists, the worker dies.
+    eventually("the first connector to be created", WAIT, || async {
+        let (status, body) = support::ConnectClient::new(&url).get("/connectors").await;
+        let list: Vec<String> = serde_json::from_value(body.clone()).unwrap_or_default();
+        if status == 200 && !list.is_empty() { Ok(()) } else { Err(format!("{status} {body}")) }
+    })
+    .await;
+    worker.kill();
+    let restarted = OwnWorker::start(&worker_name);
+    *target.lock().unwrap() = restarted.clone();
+
+    for (i, name) in names.iter().enumerate() {
+        wait_config(&restarted, name, "topic", &env.id).await;
+        wait_status(&env, &format!("cm{i}"), name, "RUNNING").await;
+    }
+    for i in 0..4 {
+        delete_and_wait_gone(&env, &format!("cm{i}")).await;
+    }
+    for name in &names {
+        wait_absent(&restarted, name).await;
+    }
+}
