@@ -37,7 +37,8 @@ async fn apiserver_namespace_and_configmap_with_kubectl() {
     assert_eq!(got.metadata.name.as_deref(), Some(other_ns.as_str()));
 
     // The extra namespace is ours to clean up (TestEnv only owns env.namespace).
-    env.kubectl_ok(&["delete", "namespace", &other_ns, "--wait=false"]);
+    support::delete_namespace(&env.kube, &other_ns).await;
+    assert!(Api::<Namespace>::all(env.kube.clone()).get_opt(&other_ns).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -159,4 +160,27 @@ async fn basic_auth_worker_rejects_anonymous_requests() {
     let (status, body) = worker.client().get("/connectors").await;
     assert_eq!(status, 200, "{body}");
     let _ = password;
+}
+
+#[tokio::test]
+async fn cleanup_removes_namespace_objects_and_connectors() {
+    let env = TestEnv::new("cleanup").await;
+    env.kubectl_ok(&["create", "configmap", "leftover", "--from-literal=a=b"]);
+    let name = env.connector_name("leftover");
+    let input = tempfile::NamedTempFile::new().unwrap();
+    let (status, body) = env
+        .connect
+        .put(
+            &format!("/connectors/{name}/config"),
+            &json!({"connector.class": "FileStreamSource", "file": input.path().to_str().unwrap(), "topic": format!("{name}-t")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    env.cleanup().await;
+
+    assert!(!env.connect.connectors().await.contains(&name), "connector {name} survived cleanup");
+    // No namespace controller runs in the stack; cleanup empties and finalizes the namespace itself.
+    let ns = Api::<Namespace>::all(env.kube.clone()).get_opt(&env.namespace).await.unwrap();
+    assert!(ns.is_none(), "namespace {} survived cleanup: {:?}", env.namespace, ns.and_then(|n| n.status));
 }

@@ -42,15 +42,19 @@ etcd_dir()  { echo "$CACHE/etcd/$ETCD_VERSION-$( (go version; cat "$STACK_SRC/et
 kafka_dir() { echo "$CACHE/kafka/$KAFKA_VERSION-$(short_hash "$STACK_SRC/kafka/pom.xml")"; }
 
 # ---- ports -----------------------------------------------------------------
-# A random loopback port that nothing on this machine has bound (any state in
+# A random loopback port (10000 up to the ephemeral range) that nothing on this machine has bound (any state in
 # /proc/net/tcp{,6}) and that this stack has not handed out yet. Same race as
 # envtest: the port is free when chosen, the component binds it moments later.
 free_port() {
   local used p i
-  local hex
+  local hex lo=10000 hi eph
+  # Stay below the kernel's ephemeral range: outgoing connections (Kafka
+  # clients, the tests' HTTP clients) take ports from it at any moment.
+  read -r eph _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph=32768
+  hi=$(( eph > lo + 1000 ? eph : 32768 ))
   used="$(for hex in $(awk 'FNR>1 {n=split($2, a, ":"); print a[n]}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do echo $((16#$hex)); done | sort -u)"
   for i in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    p=$(( lo + (RANDOM * 32768 + RANDOM) % (hi - lo) ))
     grep -qx "$p" <<<"$used" && continue
     if [ -n "${STACK_DIR:-}" ]; then
       grep -qx "$p" "$STACK_DIR/.ports" 2>/dev/null && continue

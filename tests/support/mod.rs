@@ -416,6 +416,19 @@ async fn cleanup(kube: &kube::Client, connect: &ConnectClient, namespace: &str, 
     }
 
     // 2. Everything in the namespace, then the namespace itself.
+    problems.extend(purge_namespace(kube, namespace).await);
+
+    if !problems.is_empty() {
+        panic!("test cleanup failed:\n  {}", problems.join("\n  "));
+    }
+}
+
+/// Deletes every namespaced object in `namespace` (deletecollection over all
+/// discovered resource types), deletes the namespace and finalizes it, so it is
+/// really gone (no namespace controller runs in the stack). Objects that carry
+/// finalizers of their own keep it Terminating. Returns the problems met.
+pub async fn purge_namespace(kube: &kube::Client, namespace: &str) -> Vec<String> {
+    let mut problems = Vec::new();
     let namespaces = Api::<Namespace>::all(kube.clone());
     if namespaces.get_opt(namespace).await.ok().flatten().is_some() {
         match Discovery::new(kube.clone()).run_aggregated().await {
@@ -425,7 +438,7 @@ async fn cleanup(kube: &kube::Client, connect: &ConnectClient, namespace: &str, 
                         if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::DELETE_COLLECTION) {
                             continue;
                         }
-                        // Events and the like are harmless; skip types that can't be listed.
+                        // Skip types that cannot be listed.
                         if !caps.supports_operation(verbs::LIST) {
                             continue;
                         }
@@ -455,9 +468,13 @@ async fn cleanup(kube: &kube::Client, connect: &ConnectClient, namespace: &str, 
         }
     }
 
-    if !problems.is_empty() {
-        panic!("test cleanup failed:\n  {}", problems.join("\n  "));
-    }
+    problems
+}
+
+/// [`purge_namespace`], panicking on problems.
+pub async fn delete_namespace(kube: &kube::Client, namespace: &str) {
+    let problems = purge_namespace(kube, namespace).await;
+    assert!(problems.is_empty(), "deleting namespace {namespace}: {problems:?}");
 }
 
 /// kubectl against the stack; `namespace` adds `--namespace`.
