@@ -388,8 +388,11 @@ impl Reconciler {
             let cm = cm_index.map(|i| &mut cms[i]);
             match (result, cm) {
                 (Ok(done), cm) => {
-                    if let Action::Put { name, .. } = action {
+                    if let Action::Put { name, cause, .. } = action {
                         self.memory.worker_rejected.remove(name);
+                        if cause.is_drift() {
+                            self.shared.metrics.drift_reverts.inc();
+                        }
                     }
                     if let Some(cm) = cm {
                         done.apply_to(cm, action);

@@ -558,3 +558,37 @@ async fn worker_restarted_mid_reconcile_loses_nothing() {
         wait_absent(&restarted, name).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_the_worker_rejects_is_reported_and_not_retried_until_changed() {
+    let env = TestEnv::new("reconcile-worker-400").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let name = env.connector_name("bad");
+    let input = dir.path().join("in");
+    // The pipeline accepts it (strings are strings); the worker's validator does not.
+    let bad = source_template(&name, &input, &env.id, "").replace(r#""tasks.max": 1"#, r#""tasks.max": "many""#);
+    create(&env, &configmap("cm", &[], &[("b.json", bad)])).await;
+    let error = eventually("last-error to carry the worker's answer", WAIT, || async {
+        let e = annotation(&env, "cm", "connect-gate.io/last-error").await.ok_or("no last-error")?;
+        if e.contains("Kafka Connect rejected the config") { Ok(e) } else { Err(e) }
+    })
+    .await;
+    assert!(error.contains("tasks.max"), "{error}");
+    wait_event(&env, "cm", "Failed", &name).await;
+    let tried = puts(&sidecar).await;
+    wait_passes(&sidecar, 3.0).await;
+    assert_eq!(puts(&sidecar).await, tried, "a config the worker rejected was retried unchanged");
+
+    // Fixed: applied, and the error goes away.
+    merge(&env, "cm", json!({"data": {"b.json": source_template(&name, &input, &env.id, "")}})).await;
+    wait_status(&env, "cm", &name, "RUNNING").await;
+    eventually("last-error to be cleared", WAIT, || async {
+        match annotation(&env, "cm", "connect-gate.io/last-error").await {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    })
+    .await;
+    delete_and_wait_gone(&env, "cm").await;
+}
