@@ -259,10 +259,11 @@ impl Reconciler {
                 }
                 Err(e) => {
                     self.count("error");
-                    let delay = plan::backoff(failures, Duration::from_secs(1), Duration::from_secs(30), jitter());
+                    let delay = plan::backoff(failures, Duration::from_secs(1), Duration::from_secs(30), jitter())
+                        .min(self.args.resync.max(Duration::from_secs(1)));
                     failures = failures.saturating_add(1);
                     tracing::warn!(error = %e, retry_in = ?delay, "reconcile pass incomplete");
-                    delay.min(self.args.resync.max(Duration::from_secs(1)))
+                    delay
                 }
             };
             next = Instant::now() + delay;

@@ -20,6 +20,17 @@ const WAIT: Duration = Duration::from_secs(90);
 const FINALIZER: &str = "connect-gate.io/cleanup";
 const SOURCE: &str = "org.apache.kafka.connect.file.FileStreamSourceConnector";
 
+/// The test's scratch directory (sidecar logs, vars, FileStream files); kept for inspection
+/// when RECONCILE_E2E_KEEP=1.
+fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new().prefix("reconcile-e2e-").tempdir().unwrap();
+    if std::env::var("RECONCILE_E2E_KEEP").as_deref() == Ok("1") {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -33,6 +44,11 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(env: &TestEnv, dir: &Path, connect_url: &str, identity: &str, extra: &[&str]) -> Sidecar {
+        Self::start_as(env, dir, connect_url, identity, extra, None)
+    }
+
+    /// With `kubeconfig`, the sidecar talks to the apiserver as that user instead of the admin.
+    fn start_as(env: &TestEnv, dir: &Path, connect_url: &str, identity: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Sidecar {
         let metrics_port = free_port();
         let log = dir.join(format!("serve-{identity}-{metrics_port}.log"));
         let vars = dir.join("vars");
@@ -63,7 +79,11 @@ impl Sidecar {
         .into();
         args.extend(extra.iter().map(|s| s.to_string()));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command
             .args(&args)
             .env("POD_NAME", identity)
             .env("CONNECT_GATE_LOG", "info,connect_gate=debug")
@@ -240,7 +260,7 @@ async fn delete_and_wait_gone(env: &TestEnv, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_update_state_and_delete_while_running() {
     let env = TestEnv::new("reconcile-create-update").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let name = env.connector_name("src");
     let input = dir.path().join("in.txt");
@@ -285,7 +305,7 @@ async fn create_update_state_and_delete_while_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disable_reenable_rename_and_remove_a_key() {
     let env = TestEnv::new("reconcile-disable-rename").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let (a, b, renamed) = (env.connector_name("a"), env.connector_name("b"), env.connector_name("a2"));
     let input = dir.path().join("in.txt");
@@ -325,7 +345,7 @@ async fn disable_reenable_rename_and_remove_a_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_reverted_and_recorded() {
     let env = TestEnv::new("reconcile-drift").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let name = env.connector_name("drift");
     let topic = format!("{}-t", env.id);
@@ -354,7 +374,7 @@ async fn drift_is_reverted_and_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_while_the_sidecar_is_down() {
     let env = TestEnv::new("reconcile-delete-down").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let mut sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let name = env.connector_name("down");
     create(&env, &configmap("cm", &[], &[("x.json", source_template(&name, &dir.path().join("in"), &env.id, ""))])).await;
@@ -380,7 +400,7 @@ async fn delete_while_the_sidecar_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_secret_reaches_connect_and_a_rejected_connector_is_kept() {
     let env = TestEnv::new("reconcile-secret").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let vars = dir.path().join("vars");
     std::fs::create_dir_all(&vars).unwrap();
     std::fs::write(vars.join("DB_PASSWORD"), "s3cret-value-one\n").unwrap();
@@ -425,7 +445,7 @@ async fn rotated_secret_reaches_connect_and_a_rejected_connector_is_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_only_the_leader_applies_and_the_other_takes_over() {
     let env = TestEnv::new("reconcile-replicas").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let a = Sidecar::start(&env, dir.path(), &env.connect_url, "replica-a", &[]);
     let b = Sidecar::start(&env, dir.path(), &env.connect_url, "replica-b", &[]);
     let name = env.connector_name("ha");
@@ -523,7 +543,7 @@ async fn forwarder(target: Arc<Mutex<String>>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_restarted_mid_reconcile_loses_nothing() {
     let env = TestEnv::new("reconcile-worker-restart").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let worker_name = format!("rs-{}", support::random_suffix());
     let url = OwnWorker::start(&worker_name);
     let worker = OwnWorker { name: worker_name.clone() };
@@ -562,7 +582,7 @@ async fn worker_restarted_mid_reconcile_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_the_worker_rejects_is_reported_and_not_retried_until_changed() {
     let env = TestEnv::new("reconcile-worker-400").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let name = env.connector_name("bad");
     let input = dir.path().join("in");
@@ -591,4 +611,50 @@ async fn a_config_the_worker_rejects_is_reported_and_not_retried_until_changed()
     })
     .await;
     delete_and_wait_gone(&env, "cm").await;
+}
+
+/// The RBAC the sidecar is documented to need, and nothing more.
+const ROLE: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: connect-gate}
+rules:
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_with_only_the_documented_rbac() {
+    let env = TestEnv::new("reconcile-rbac").await;
+    let dir = test_dir();
+    env.kubectl_ok(&["create", "serviceaccount", "connect-gate"]);
+    env.kubectl_apply(ROLE);
+    env.kubectl_ok(&["create", "rolebinding", "connect-gate", "--role", "connect-gate", "--serviceaccount", &format!("{}:connect-gate", env.namespace)]);
+    let token = env.kubectl_ok(&["create", "token", "connect-gate", "--duration", "1h"]);
+    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&env.stack.kubeconfig).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"] = serde_yaml::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    // Sanity: this user cannot read Secrets.
+    let can = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+        .args(["--kubeconfig", path.to_str().unwrap(), "-n", &env.namespace, "auth", "can-i", "get", "secrets"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&can.stdout).trim(), "no");
+
+    let sidecar = Sidecar::start_as(&env, dir.path(), &env.connect_url, "rbac", &[], Some(&path));
+    let name = env.connector_name("rbac");
+    create(&env, &configmap("cm", &[], &[("r.json", source_template(&name, &dir.path().join("in"), &env.id, ""))])).await;
+    wait_status(&env, "cm", &name, "RUNNING").await;
+    wait_event(&env, "cm", "Applied", &name).await;
+    delete_and_wait_gone(&env, "cm").await;
+    wait_absent(&env.connect_url, &name).await;
+    assert!(!sidecar.log().contains("forbidden"), "{}", tail(&sidecar.log()));
 }
