@@ -1,0 +1,62 @@
+//! How long a verdict takes: the work the webhook does per admission request without
+//! `--validate-with-worker` (render in the sandbox + checks on the cached plugin list).
+//!   cargo bench --bench admission
+//! Prints a markdown table; BENCHMARKS.md keeps the results from this machine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use connect_gate::inputs::{Secret, TemplateInputs};
+use connect_gate::manifest::parse_yaml;
+use connect_gate::plugins::Catalog;
+use connect_gate::template::Renderer;
+use connect_gate::verdict::{Pipeline, PluginCheck};
+
+const ITERATIONS: usize = 200;
+
+fn main() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/streaming-ops/customers-jdbc-source-config.yaml");
+    let text = std::fs::read_to_string(fixture).expect("the streaming-ops fixture");
+    let one = parse_yaml(&text, &PathBuf::from(fixture)).unwrap();
+    let template = one[0].data.values().next().unwrap().clone();
+    let mut ten = one[0].clone();
+    ten.data = (0..10).map(|i| (format!("c{i}.json"), template.replace("jdbc-customers", &format!("jdbc-{i}")))).collect();
+
+    let inputs = TemplateInputs {
+        vars: ["SCHEMA_REGISTRY_URL", "BASIC_AUTH_CREDENTIALS_SOURCE", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"]
+            .into_iter()
+            .map(|k| (k.to_string(), Secret::new("value-of-".to_string() + k)))
+            .collect(),
+        env: BTreeMap::from([
+            ("MYSQL_CONNECTION_USER".into(), Secret::new("u")),
+            ("MYSQL_CONNECTION_PASSWORD".into(), Secret::new("p")),
+        ]),
+        env_allow: None,
+    };
+    let catalog = Catalog::from_json(br#"[{"class":"io.confluent.connect.jdbc.JdbcSourceConnector","type":"source"}]"#).unwrap();
+    let pipeline = Pipeline::new(Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate"))));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+
+    println!("| case | iterations | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    for (name, cms) in [("1 connector (streaming-ops JDBC source)", vec![one[0].clone()]), ("10 connectors in one ConfigMap", vec![ten])] {
+        let mut times: Vec<Duration> = (0..ITERATIONS)
+            .map(|_| {
+                let started = Instant::now();
+                let verdicts = runtime.block_on(pipeline.judge(&cms, &inputs, PluginCheck::Catalog(&catalog)));
+                assert!(verdicts.iter().all(|v| v.accepted()), "{verdicts:?}");
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+        println!(
+            "| {name} | {ITERATIONS} | {:.1?} | {:.1?} | {:.1?} | {:.1?} |",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            times[times.len() - 1]
+        );
+    }
+}
