@@ -75,7 +75,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connect = ConnectClient::new(&args.connect_url);
     let plugins = Arc::new(PluginCache::new(connect.clone(), metrics.clone()));
     let exe = std::env::current_exe().context("locating the connect-gate binary for the template sandbox")?;
-    let shared = Arc::new(Shared { pipeline: Pipeline::new(Renderer::new(exe)), inputs, plugins, connect, metrics });
+    let shared = Arc::new(Shared {
+        pipeline: Pipeline::new(Renderer::new(exe)),
+        inputs,
+        plugins,
+        connect,
+        metrics,
+    });
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -122,13 +128,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(resolver) = resolver {
         resolver.spawn_reloader(Duration::from_secs(2));
         let webhook = Arc::new(Webhook {
-            pipeline: shared.pipeline.clone(),
-            inputs: shared.inputs.clone(),
-            plugins: shared.plugins.clone(),
-            connect: shared.connect.clone(),
+            shared: shared.clone(),
             on_plugins_unavailable: args.on_plugins_unavailable,
             worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
-            metrics: shared.metrics.clone(),
             cert_loaded: Box::new({
                 let resolver = resolver.clone();
                 move || resolver.loaded()
@@ -148,7 +150,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     if !args.no_reconcile {
-        let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?;
         let namespace = match &args.namespace {
             Some(ns) => ns.clone(),
             None => own_namespace().unwrap_or_else(|| client.default_namespace().to_string()),

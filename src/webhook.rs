@@ -14,12 +14,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 
 use crate::admission::{self, Decision};
-use crate::connect::ConnectClient;
-use crate::inputs::LiveInputs;
 use crate::manifest::ConnectorConfigMap;
-use crate::metrics::{AdmissionLabels, Metrics, ResultLabels};
-use crate::plugin_cache::PluginCache;
-use crate::verdict::{Pipeline, PluginCheck, Verdict};
+use crate::metrics::{AdmissionLabels, ResultLabels};
+use crate::shared::Shared;
+use crate::verdict::{PluginCheck, Verdict};
 
 /// A ConfigMap is at most 1 MiB; a review carries it twice (object and oldObject) plus metadata.
 const BODY_LIMIT: usize = 3 << 20;
@@ -36,14 +34,10 @@ pub enum OnPluginsUnavailable {
 }
 
 pub struct Webhook {
-    pub pipeline: Pipeline,
-    pub inputs: Arc<LiveInputs>,
-    pub plugins: Arc<PluginCache>,
-    pub connect: ConnectClient,
+    pub shared: Arc<Shared>,
     pub on_plugins_unavailable: OnPluginsUnavailable,
     /// `--validate-with-worker`: the time budget for the worker's validator.
     pub worker_validation: Option<Duration>,
-    pub metrics: Metrics,
     /// Whether the serving certificate is loaded.
     pub cert_loaded: Box<dyn Fn() -> bool + Send + Sync>,
 }
@@ -59,7 +53,7 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 async fn readyz(State(w): State<Arc<Webhook>>) -> Response {
-    let plugins_ok = w.plugins.catalog().is_some() || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
+    let plugins_ok = w.shared.plugins.catalog().is_some() || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
     match ((w.cert_loaded)(), plugins_ok) {
         (true, true) => "ready".into_response(),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "serving certificate not loaded").into_response(),
@@ -70,7 +64,9 @@ async fn readyz(State(w): State<Arc<Webhook>>) -> Response {
 fn parse(body: &[u8]) -> Result<AdmissionRequest<ConfigMap>, String> {
     let review: AdmissionReview<ConfigMap> =
         serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview for a ConfigMap: {e}"))?;
-    review.try_into().map_err(|_| "the AdmissionReview has no request".to_string())
+    review
+        .try_into()
+        .map_err(|_| "the AdmissionReview has no request".to_string())
 }
 
 fn operation(req: &AdmissionRequest<ConfigMap>) -> String {
@@ -84,7 +80,15 @@ async fn mutate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
     };
     let patch = admission::finalizer_patch(&req);
     let verdict = if patch.is_some() { "patched" } else { "unchanged" };
-    w.metrics.admission_requests.get_or_create(&AdmissionLabels { webhook: "mutate", operation: operation(&req), verdict }).inc();
+    w.shared
+        .metrics
+        .admission_requests
+        .get_or_create(&AdmissionLabels {
+            webhook: "mutate",
+            operation: operation(&req),
+            verdict,
+        })
+        .inc();
     Json(admission::review(&req.uid, &Decision::allow(vec![]), patch.as_ref())).into_response()
 }
 
@@ -103,20 +107,35 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
             (decision, verdict)
         }
     };
-    w.metrics.admission_requests.get_or_create(&AdmissionLabels { webhook: "validate", operation: operation(&req), verdict }).inc();
-    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+    w.shared
+        .metrics
+        .admission_requests
+        .get_or_create(&AdmissionLabels {
+            webhook: "validate",
+            operation: operation(&req),
+            verdict,
+        })
+        .inc();
+    w.shared
+        .metrics
+        .admission_duration
+        .observe(started.elapsed().as_secs_f64());
     Json(admission::review(&req.uid, &decision, None)).into_response()
 }
 
 impl Webhook {
     async fn judge(&self, cm: ConnectorConfigMap) -> Decision {
-        let inputs = self.inputs.current();
+        let inputs = self.shared.inputs.current();
         let cms = [cm];
-        let catalog = self.plugins.catalog();
+        let catalog = self.shared.plugins.catalog();
         let unavailable = match (&catalog, self.on_plugins_unavailable) {
             (Some(_), _) => String::new(),
             (None, policy) => {
-                let why = self.plugins.last_error().unwrap_or_else(|| "not fetched yet".into());
+                let why = self
+                    .shared
+                    .plugins
+                    .last_error()
+                    .unwrap_or_else(|| "not fetched yet".into());
                 if policy == OnPluginsUnavailable::Deny {
                     return Decision::deny(
                         format!("the worker's plugin list is unavailable ({why}) and --on-plugins-unavailable=deny"),
@@ -130,11 +149,15 @@ impl Webhook {
             Some(c) => PluginCheck::Catalog(c),
             None => PluginCheck::Unavailable(&unavailable),
         };
-        let mut verdicts = self.pipeline.judge(&cms, &inputs, check).await;
+        let mut verdicts = self.shared.pipeline.judge(&cms, &inputs, check).await;
         if verdicts.iter().any(|v| v.unknown_class)
-            && let Some(fresh) = self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
+            && let Some(fresh) = self.shared.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
         {
-            verdicts = self.pipeline.judge(&cms, &inputs, PluginCheck::Catalog(&fresh)).await;
+            verdicts = self
+                .shared
+                .pipeline
+                .judge(&cms, &inputs, PluginCheck::Catalog(&fresh))
+                .await;
         }
         let mut decision = admission::decide(&verdicts);
         if let (None, Some(budget)) = (&decision.denial, self.worker_validation) {
@@ -148,26 +171,54 @@ impl Webhook {
     async fn validate_with_worker(&self, verdicts: &[Verdict], budget: Duration, decision: &mut Decision) {
         let checks = verdicts.iter().filter(|v| v.cloud_target.is_none()).filter_map(|v| {
             let connector = v.connector.as_ref()?;
-            Some(async move { (v, self.connect.validate(&connector.config, &connector.secret_keys).await) })
+            Some(async move {
+                (
+                    v,
+                    self.shared
+                        .connect
+                        .validate(&connector.config, &connector.secret_keys)
+                        .await,
+                )
+            })
         });
         let Ok(results) = tokio::time::timeout(budget, futures::future::join_all(checks)).await else {
-            self.metrics.worker_validations.get_or_create(&ResultLabels { result: "timeout" }).inc();
-            decision.warnings.push(format!("the worker's config validator did not answer within {budget:?}; not validated"));
+            self.shared
+                .metrics
+                .worker_validations
+                .get_or_create(&ResultLabels { result: "timeout" })
+                .inc();
+            decision.warnings.push(format!(
+                "the worker's config validator did not answer within {budget:?}; not validated"
+            ));
             return;
         };
         let mut messages = Vec::new();
         for (v, result) in results {
             match result {
                 Ok(issues) => messages.extend(issues.iter().map(|issue| {
-                    format!("{}: the worker rejects config key `{}`: {}", v.location(), issue.key, issue.errors.join("; "))
+                    format!(
+                        "{}: the worker rejects config key `{}`: {}",
+                        v.location(),
+                        issue.key,
+                        issue.errors.join("; ")
+                    )
                 })),
-                Err(e) => decision.warnings.push(format!("{}: not validated by the worker: {e}", v.location())),
+                Err(e) => decision
+                    .warnings
+                    .push(format!("{}: not validated by the worker: {e}", v.location())),
             }
         }
         let result = if messages.is_empty() { "valid" } else { "invalid" };
-        self.metrics.worker_validations.get_or_create(&ResultLabels { result }).inc();
+        self.shared
+            .metrics
+            .worker_validations
+            .get_or_create(&ResultLabels { result })
+            .inc();
         if !messages.is_empty() {
-            decision.denial = Some(format!("the worker's config validator rejected:\n- {}", messages.join("\n- ")));
+            decision.denial = Some(format!(
+                "the worker's config validator rejected:\n- {}",
+                messages.join("\n- ")
+            ));
         }
     }
 }
