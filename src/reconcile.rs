@@ -14,12 +14,12 @@ use std::time::Duration;
 use clap::Args;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::runtime::WatchStreamExt;
-use kube::Resource;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ use crate::admission::FINALIZER;
 use crate::cli::parse_duration;
 use crate::connect::{ConnectError, RestResponse, connector_path};
 use crate::lease::{self, LeaseConfig};
-use crate::manifest::{ConnectorConfigMap, DESTINATION_CONNECT, DESTINATION_LABEL};
+use crate::manifest::{ConnectorConfigMap, is_connector_configmap};
 use crate::metrics::{RestLabels, ResultLabels, StateLabels};
 use crate::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, Live, LiveState, PlanMemory, PlanOptions};
 use crate::shared::Shared;
@@ -89,7 +89,12 @@ pub enum ReconcileError {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.finish()
 }
 
@@ -117,9 +122,21 @@ pub async fn run(
     };
     let lease_stop = CancellationToken::new();
     let (mut leading, lease_task) = lease::spawn(client.clone(), lease_config, lease_stop.clone());
-    let reporter = Reporter { controller: "connect-gate".into(), instance: Some(identity.clone()) };
+    let reporter = Reporter {
+        controller: "connect-gate".into(),
+        instance: Some(identity.clone()),
+    };
     tracing::info!(%namespace, %identity, lease = %args.lease_name, "reconciler started; waiting for the Lease");
-    let mut reconciler = Reconciler { shared: shared.clone(), api, store, client, reporter, args, namespace, memory: Memory::default() };
+    let mut reconciler = Reconciler {
+        shared: shared.clone(),
+        api,
+        store,
+        client,
+        reporter,
+        args,
+        namespace,
+        memory: Memory::default(),
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -145,16 +162,22 @@ pub async fn run(
     Ok(())
 }
 
-/// Keeps the store of labelled ConfigMaps and signals changes that matter (not the
-/// reconciler's own annotation writes). The watch resumes with backoff when it breaks.
+/// Whether connect-gate has business with a ConfigMap: it is labelled, or it still carries the
+/// finalizer (its label was removed: its connectors must be deleted and the finalizer released).
+fn ours(cm: &ConfigMap) -> bool {
+    is_connector_configmap(cm.metadata.labels.as_ref()) || cm.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+}
+
+/// Keeps the store of the namespace's ConfigMaps and signals changes that matter to connect-gate
+/// (not its own annotation writes). The watch is not label-selected, so that a ConfigMap whose
+/// label is removed stays in view until its finalizer is released. It resumes with backoff.
 async fn watch_configmaps(api: Api<ConfigMap>, writer: reflector::store::Writer<ConfigMap>, notify: Arc<Notify>) {
-    let config = watcher::Config::default().labels(&format!("{DESTINATION_LABEL}={DESTINATION_CONNECT}"));
-    let stream = watcher::watcher(api, config).default_backoff().reflect(writer);
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
     futures::pin_mut!(stream);
     let mut seen: HashMap<String, u64> = HashMap::new();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(WatchEvent::Apply(cm) | WatchEvent::InitApply(cm)) => {
+            Ok(WatchEvent::Apply(cm) | WatchEvent::InitApply(cm)) if ours(&cm) => {
                 let key = cm.metadata.uid.clone().unwrap_or_default();
                 let print = fingerprint(&cm);
                 if seen.insert(key, print) != Some(print) {
@@ -166,7 +189,7 @@ async fn watch_configmaps(api: Api<ConfigMap>, writer: reflector::store::Writer<
                 notify.notify_one();
             }
             Ok(WatchEvent::InitDone) => notify.notify_one(),
-            Ok(WatchEvent::Init) => {}
+            Ok(WatchEvent::Init | WatchEvent::Apply(_) | WatchEvent::InitApply(_)) => {}
             Err(e) => tracing::warn!(error = %e, "ConfigMap watch failed; resuming"),
         }
     }
@@ -178,7 +201,10 @@ fn fingerprint(cm: &ConfigMap) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     cm.metadata.labels.hash(&mut h);
     cm.data.hash(&mut h);
-    cm.binary_data.as_ref().map(|b| b.keys().collect::<Vec<_>>()).hash(&mut h);
+    cm.binary_data
+        .as_ref()
+        .map(|b| b.keys().collect::<Vec<_>>())
+        .hash(&mut h);
     cm.metadata.deletion_timestamp.is_some().hash(&mut h);
     cm.metadata.finalizers.hash(&mut h);
     h.finish()
@@ -271,7 +297,11 @@ impl Reconciler {
     }
 
     fn count(&self, result: &'static str) {
-        self.shared.metrics.reconciles.get_or_create(&ResultLabels { result }).inc();
+        self.shared
+            .metrics
+            .reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     async fn pass(&mut self) -> Result<Outcome, ReconcileError> {
@@ -281,7 +311,7 @@ impl Reconciler {
             Err(e) => tracing::warn!(error = %e, "cannot re-read template inputs; keeping the last good ones"),
         }
         let inputs = self.shared.inputs.current();
-        let mut objects = self.store.state();
+        let mut objects: Vec<_> = self.store.state().into_iter().filter(|cm| ours(cm)).collect();
         objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         let judged: Vec<ConnectorConfigMap> = objects
             .iter()
@@ -302,11 +332,17 @@ impl Reconciler {
             .into_iter()
             .map(|object| {
                 let name = object.metadata.name.clone().unwrap_or_default();
-                let verdicts = if object.metadata.deletion_timestamp.is_some() { vec![] } else { by_cm.remove(&name).unwrap_or_default() };
+                let verdicts = if object.metadata.deletion_timestamp.is_some() {
+                    vec![]
+                } else {
+                    by_cm.remove(&name).unwrap_or_default()
+                };
                 let annotations = object.metadata.annotations.clone().unwrap_or_default();
                 let input = CmInput {
                     name,
-                    deleting: object.metadata.deletion_timestamp.is_some(),
+                    // An unlabelled ConfigMap still holding the finalizer declares nothing any more.
+                    deleting: object.metadata.deletion_timestamp.is_some()
+                        || !is_connector_configmap(object.metadata.labels.as_ref()),
                     has_finalizer: object.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER),
                     keys: verdicts.iter().map(declared).collect(),
                     managed: json_annotation(&annotations, ANNOTATION_CONNECTORS),
@@ -332,7 +368,10 @@ impl Reconciler {
             .iter()
             .flat_map(|cm| cm.input.keys.iter())
             .filter_map(|d| match &d.decl {
-                Decl::Apply(c) => Some((c.name.clone(), c.secret_keys.iter().filter_map(|k| c.config.get(k).cloned()).collect())),
+                Decl::Apply(c) => Some((
+                    c.name.clone(),
+                    c.secret_keys.iter().filter_map(|k| c.config.get(k).cloned()).collect(),
+                )),
                 _ => None,
             })
             .collect();
@@ -352,7 +391,12 @@ impl Reconciler {
 
         let now = Instant::now();
         let memory = PlanMemory {
-            worker_rejected: self.memory.worker_rejected.iter().map(|(n, (h, _))| (n.clone(), h.clone())).collect(),
+            worker_rejected: self
+                .memory
+                .worker_rejected
+                .iter()
+                .map(|(n, (h, _))| (n.clone(), h.clone()))
+                .collect(),
             restart_ready: live
                 .keys()
                 .filter(|n| self.memory.restarts.get(*n).is_none_or(|r| r.next <= now))
@@ -360,7 +404,10 @@ impl Reconciler {
                 .collect(),
         };
         let inputs_for_plan: Vec<CmInput> = cms.iter().map(|c| c.input.clone()).collect();
-        let options = PlanOptions { prune_unmanaged: self.args.prune_unmanaged, auto_restart: self.args.auto_restart };
+        let options = PlanOptions {
+            prune_unmanaged: self.args.prune_unmanaged,
+            auto_restart: self.args.auto_restart,
+        };
         let plan = plan::plan(&inputs_for_plan, &live, &memory, options);
         let plans: BTreeMap<String, CmPlan> = plan.cms.iter().map(|p| (p.name.clone(), p.clone())).collect();
 
@@ -382,8 +429,12 @@ impl Reconciler {
             if cm_index.is_some_and(|i| cms[i].blocked) && !matches!(action, Action::Delete { .. }) {
                 continue;
             }
-            let span = tracing::info_span!("action", connector = %action.name(), configmap = action.cm().unwrap_or("-"));
-            let mask: Vec<&str> = secrets.get(action.name()).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default();
+            let span =
+                tracing::info_span!("action", connector = %action.name(), configmap = action.cm().unwrap_or("-"));
+            let mask: Vec<&str> = secrets
+                .get(action.name())
+                .map(|v| v.iter().map(String::as_str).collect())
+                .unwrap_or_default();
             acted += 1;
             let result = tracing::Instrument::instrument(self.execute(action, &mask), span).await;
             let cm = cm_index.map(|i| &mut cms[i]);
@@ -402,10 +453,16 @@ impl Reconciler {
                 (Err(ActionError::Fatal(e)), _) => return Err(e),
                 (Err(ActionError::Rejected(message)), cm) => {
                     if let Action::Put { name, hash, .. } = action {
-                        self.memory.worker_rejected.insert(name.clone(), (hash.clone(), message.clone()));
+                        self.memory
+                            .worker_rejected
+                            .insert(name.clone(), (hash.clone(), message.clone()));
                     }
                     if let Some(cm) = cm {
-                        cm.events.push((EventType::Warning, "Failed", format!("connector {}: {message}", action.name())));
+                        cm.events.push((
+                            EventType::Warning,
+                            "Failed",
+                            format!("connector {}: {message}", action.name()),
+                        ));
                     }
                 }
                 (Err(ActionError::Failed(message)), cm) => {
@@ -416,7 +473,11 @@ impl Reconciler {
                             cm.failed_deletes.insert(name.clone());
                         }
                         cm.errors.push(format!("connector {}: {message}", action.name()));
-                        cm.events.push((EventType::Warning, "Failed", format!("connector {}: {message}", action.name())));
+                        cm.events.push((
+                            EventType::Warning,
+                            "Failed",
+                            format!("connector {}: {message}", action.name()),
+                        ));
                     }
                 }
             }
@@ -444,7 +505,9 @@ impl Reconciler {
         if failed > 0 {
             return Err(ReconcileError::Incomplete { failed });
         }
-        Ok(Outcome { settled: acted == 0 && !missing_status })
+        Ok(Outcome {
+            settled: acted == 0 && !missing_status,
+        })
     }
 
     async fn judge(&self, cms: &[ConnectorConfigMap], inputs: &crate::inputs::TemplateInputs) -> Vec<Verdict> {
@@ -453,16 +516,23 @@ impl Reconciler {
             Some(c) => Some(c),
             None => plugins.refresh().await,
         };
-        let why = plugins.last_error().unwrap_or_else(|| "the worker's plugin list is not available".into());
+        let why = plugins
+            .last_error()
+            .unwrap_or_else(|| "the worker's plugin list is not available".into());
         let check = match &catalog {
             Some(c) => PluginCheck::Catalog(c),
             None => PluginCheck::Unavailable(&why),
         };
         let verdicts = self.shared.pipeline.judge(cms, inputs, check).await;
-        if catalog.is_some() && verdicts.iter().any(|v| v.unknown_class)
+        if catalog.is_some()
+            && verdicts.iter().any(|v| v.unknown_class)
             && let Some(fresh) = plugins.refresh_after_miss(Duration::from_secs(60)).await
         {
-            return self.shared.pipeline.judge(cms, inputs, PluginCheck::Catalog(&fresh)).await;
+            return self
+                .shared
+                .pipeline
+                .judge(cms, inputs, PluginCheck::Catalog(&fresh))
+                .await;
         }
         verdicts
     }
@@ -477,7 +547,14 @@ impl Reconciler {
                 Ok(r) => r.status.as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
-            self.shared.metrics.rest_calls.get_or_create(&RestLabels { method: method.to_string(), status }).inc();
+            self.shared
+                .metrics
+                .rest_calls
+                .get_or_create(&RestLabels {
+                    method: method.to_string(),
+                    status,
+                })
+                .inc();
             match result {
                 Ok(r) if (r.status.as_u16() == 409 || r.status.is_server_error()) && attempt < CALL_RETRIES => {
                     let delay = plan::backoff(attempt, Duration::from_millis(250), Duration::from_secs(4), jitter());
@@ -494,11 +571,20 @@ impl Reconciler {
     /// expansion (status not written yet) and that matters here is fetched on its own.
     async fn read_live(&self, interest: &BTreeSet<String>) -> Result<LiveState, ReconcileError> {
         let what = "GET /connectors?expand=info&expand=status";
-        let r = self.call(Method::GET, "/connectors?expand=info&expand=status", None).await?;
+        let r = self
+            .call(Method::GET, "/connectors?expand=info&expand=status", None)
+            .await?;
         if !r.status.is_success() {
-            return Err(ReconcileError::WorkerStatus { what: what.into(), status: r.status.as_u16(), message: r.message() });
+            return Err(ReconcileError::WorkerStatus {
+                what: what.into(),
+                status: r.status.as_u16(),
+                message: r.message(),
+            });
         }
-        let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode { what: what.into(), source })?;
+        let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode {
+            what: what.into(),
+            source,
+        })?;
         let unlisted: Vec<&String> = interest.iter().filter(|n| !live.contains_key(*n)).collect();
         for name in unlisted {
             let r = self.call(Method::GET, &connector_path(name), None).await?;
@@ -509,12 +595,24 @@ impl Reconciler {
                     struct Info {
                         config: BTreeMap<String, String>,
                     }
-                    let info: Info = serde_json::from_slice(&r.body)
-                        .map_err(|source| ReconcileError::Decode { what: "GET /connectors/{name}".into(), source })?;
-                    live.insert(name.clone(), Live { config: info.config, status: None });
+                    let info: Info = serde_json::from_slice(&r.body).map_err(|source| ReconcileError::Decode {
+                        what: "GET /connectors/{name}".into(),
+                        source,
+                    })?;
+                    live.insert(
+                        name.clone(),
+                        Live {
+                            config: info.config,
+                            status: None,
+                        },
+                    );
                 }
                 status => {
-                    return Err(ReconcileError::WorkerStatus { what: "GET /connectors/{name}".into(), status, message: r.message() });
+                    return Err(ReconcileError::WorkerStatus {
+                        what: "GET /connectors/{name}".into(),
+                        status,
+                        message: r.message(),
+                    });
                 }
             }
         }
@@ -522,17 +620,34 @@ impl Reconciler {
     }
 
     async fn execute(&mut self, action: &Action, secrets: &[&str]) -> Result<Done, ActionError> {
-        let fail = |what: &str, r: &RestResponse| ActionError::Failed(format!("{what} answered {}: {}", r.status.as_u16(), plan::mask(&r.message(), secrets)));
+        let fail = |what: &str, r: &RestResponse| {
+            ActionError::Failed(format!(
+                "{what} answered {}: {}",
+                r.status.as_u16(),
+                plan::mask(&r.message(), secrets)
+            ))
+        };
         match action {
-            Action::Put { name, config, cause, .. } => {
-                let r = self.call(Method::PUT, &format!("{}/config", connector_path(name)), Some(&json!(config))).await?;
+            Action::Put {
+                name, config, cause, ..
+            } => {
+                let r = self
+                    .call(
+                        Method::PUT,
+                        &format!("{}/config", connector_path(name)),
+                        Some(&json!(config)),
+                    )
+                    .await?;
                 match r.status.as_u16() {
                     200 | 201 => {
                         tracing::info!(connector = %name, cause = ?cause, "applied");
                         Ok(Done::Ok)
                     }
                     400 | 422 => {
-                        let message = format!("Kafka Connect rejected the config: {}", plan::mask(&r.message(), secrets));
+                        let message = format!(
+                            "Kafka Connect rejected the config: {}",
+                            plan::mask(&r.message(), secrets)
+                        );
                         tracing::warn!(connector = %name, "the worker rejected the config");
                         Err(ActionError::Rejected(message))
                     }
@@ -550,7 +665,9 @@ impl Reconciler {
                 }
             }
             Action::State { name, to, .. } => {
-                let r = self.call(Method::PUT, &format!("{}/{}", connector_path(name), to.verb()), None).await?;
+                let r = self
+                    .call(Method::PUT, &format!("{}/{}", connector_path(name), to.verb()), None)
+                    .await?;
                 match r.status.as_u16() {
                     200 | 202 | 204 => {
                         tracing::info!(connector = %name, transition = to.verb(), "state changed");
@@ -564,9 +681,19 @@ impl Reconciler {
             Action::Restart { name, .. } => {
                 let path = format!("{}/restart?includeTasks=true&onlyFailed=true", connector_path(name));
                 let r = self.call(Method::POST, &path, None).await?;
-                let restarts = self.memory.restarts.entry(name.clone()).or_insert(Restarts { total: 0, streak: 0, next: Instant::now() });
+                let restarts = self.memory.restarts.entry(name.clone()).or_insert(Restarts {
+                    total: 0,
+                    streak: 0,
+                    next: Instant::now(),
+                });
                 restarts.streak += 1;
-                restarts.next = Instant::now() + plan::backoff(restarts.streak, Duration::from_secs(5), Duration::from_secs(300), jitter());
+                restarts.next = Instant::now()
+                    + plan::backoff(
+                        restarts.streak,
+                        Duration::from_secs(5),
+                        Duration::from_secs(300),
+                        jitter(),
+                    );
                 match r.status.as_u16() {
                     200 | 202 | 204 => {
                         restarts.total += 1;
@@ -598,7 +725,13 @@ impl Reconciler {
             metadata["finalizers"] = json!(finalizers);
             metadata["resourceVersion"] = json!(cm.object.metadata.resource_version);
         }
-        self.api.patch(&cm.input.name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": metadata }))).await?;
+        self.api
+            .patch(
+                &cm.input.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": metadata })),
+            )
+            .await?;
         if managed_changed {
             match map_annotation(&p.managed_pre) {
                 Value::String(s) => cm.annotations.insert(ANNOTATION_CONNECTORS.into(), s),
@@ -610,7 +743,13 @@ impl Reconciler {
 
     /// Events, status annotations and, for a deleted ConfigMap whose connectors are gone, the
     /// finalizer's removal.
-    async fn report(&self, cm: &mut CmState, p: &CmPlan, live: &LiveState, secrets: &BTreeMap<String, Vec<String>>) -> Result<(), kube::Error> {
+    async fn report(
+        &self,
+        cm: &mut CmState,
+        p: &CmPlan,
+        live: &LiveState,
+        secrets: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), kube::Error> {
         let reference = cm.object.object_ref(&());
         let mut managed = p.managed_pre.clone();
         for name in &p.release {
@@ -623,9 +762,31 @@ impl Reconciler {
         }
         if cm.input.deleting {
             if managed.is_empty() && cm.input.has_finalizer {
-                let finalizers: Vec<String> = cm.object.metadata.finalizers.iter().flatten().filter(|f| *f != FINALIZER).cloned().collect();
-                let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": cm.object.metadata.resource_version } });
-                match self.api.patch(&cm.input.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                let finalizers: Vec<String> = cm
+                    .object
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .filter(|f| *f != FINALIZER)
+                    .cloned()
+                    .collect();
+                // Our annotations go too: a released (unlabelled) ConfigMap stays behind.
+                let annotations: serde_json::Map<String, Value> =
+                    [ANNOTATION_CONNECTORS, ANNOTATION_APPLIED, ANNOTATION_STATUS, ANNOTATION_LAST_ERROR]
+                        .into_iter()
+                        .map(|k| (k.to_string(), Value::Null))
+                        .collect();
+                let patch = json!({ "metadata": {
+                    "finalizers": finalizers,
+                    "annotations": annotations,
+                    "resourceVersion": cm.object.metadata.resource_version,
+                } });
+                match self
+                    .api
+                    .patch(&cm.input.name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
                     Ok(_) => tracing::info!(configmap = %cm.input.name, "connectors deleted; finalizer removed"),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(e),
@@ -648,19 +809,40 @@ impl Reconciler {
         }
         errors.extend(cm.errors.iter().cloned());
         let last_error = (!errors.is_empty()).then(|| errors.join("\n"));
-        let previous: BTreeSet<&str> = cm.annotations.get(ANNOTATION_LAST_ERROR).map(|e| e.lines().collect()).unwrap_or_default();
-        let rejections: Vec<String> = cm.verdicts.iter().flat_map(Verdict::messages).filter(|m| !previous.contains(m.as_str())).collect();
+        let previous: BTreeSet<&str> = cm
+            .annotations
+            .get(ANNOTATION_LAST_ERROR)
+            .map(|e| e.lines().collect())
+            .unwrap_or_default();
+        let rejections: Vec<String> = cm
+            .verdicts
+            .iter()
+            .flat_map(Verdict::messages)
+            .filter(|m| !previous.contains(m.as_str()))
+            .collect();
         if !rejections.is_empty() {
-            self.publish(&reference, EventType::Warning, "Rejected", rejections.join("\n")).await;
+            self.publish(&reference, EventType::Warning, "Rejected", rejections.join("\n"))
+                .await;
         }
 
         // status: every connector this ConfigMap declares or still manages.
         let mut status: BTreeMap<String, ConnectorStatus> = BTreeMap::new();
-        let names: BTreeSet<&String> = p.desired.keys().chain(p.rejected.iter()).chain(managed.keys()).collect();
-        let previous_status: BTreeMap<String, Value> =
-            cm.annotations.get(ANNOTATION_STATUS).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        let names: BTreeSet<&String> = p
+            .desired
+            .keys()
+            .chain(p.rejected.iter())
+            .chain(managed.keys())
+            .collect();
+        let previous_status: BTreeMap<String, Value> = cm
+            .annotations
+            .get(ANNOTATION_STATUS)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
         for name in names {
-            let mask: Vec<&str> = secrets.get(name).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default();
+            let mask: Vec<&str> = secrets
+                .get(name)
+                .map(|v| v.iter().map(String::as_str).collect())
+                .unwrap_or_default();
             let mut s = ConnectorStatus::from_live(live.get(name), &mask);
             if cm.written.contains(name) {
                 s.state = "PENDING".into();
@@ -669,29 +851,62 @@ impl Reconciler {
             }
             if p.rejected.contains(name) {
                 s.note = Some("rejected: not applied, see connect-gate.io/last-error");
-            } else if self.memory.worker_rejected.get(name).is_some_and(|(h, _)| p.desired.get(name) == Some(h)) {
+            } else if self
+                .memory
+                .worker_rejected
+                .get(name)
+                .is_some_and(|(h, _)| p.desired.get(name) == Some(h))
+            {
                 s.note = Some("the worker rejected the config, see connect-gate.io/last-error");
             }
             s.restarts = self.memory.restarts.get(name).map(|r| r.total).filter(|t| *t > 0);
-            let was_trace = previous_status.get(name).and_then(|v| v.get("trace")).and_then(Value::as_str);
+            let was_trace = previous_status
+                .get(name)
+                .and_then(|v| v.get("trace"))
+                .and_then(Value::as_str);
             if let Some(trace) = &s.trace
                 && was_trace != Some(trace.as_str())
             {
-                self.publish(&reference, EventType::Warning, "Failed", format!("connector {name} is FAILED: {trace}")).await;
+                self.publish(
+                    &reference,
+                    EventType::Warning,
+                    "Failed",
+                    format!("connector {name} is FAILED: {trace}"),
+                )
+                .await;
             }
             status.insert(name.clone(), s);
         }
 
-        let applied: BTreeMap<String, String> = cm.applied.iter().filter(|(n, _)| managed.contains_key(*n)).map(|(n, h)| (n.clone(), h.clone())).collect();
+        let applied: BTreeMap<String, String> = cm
+            .applied
+            .iter()
+            .filter(|(n, _)| managed.contains_key(*n))
+            .map(|(n, h)| (n.clone(), h.clone()))
+            .collect();
         let wanted: [(&str, Value); 4] = [
             (ANNOTATION_CONNECTORS, map_annotation(&managed)),
             (ANNOTATION_APPLIED, map_annotation(&applied)),
-            (ANNOTATION_STATUS, if status.is_empty() { Value::Null } else { json!(serde_json::to_string(&status).expect("serialises")) }),
-            (ANNOTATION_LAST_ERROR, last_error.map(Value::String).unwrap_or(Value::Null)),
+            (
+                ANNOTATION_STATUS,
+                if status.is_empty() {
+                    Value::Null
+                } else {
+                    json!(serde_json::to_string(&status).expect("serialises"))
+                },
+            ),
+            (
+                ANNOTATION_LAST_ERROR,
+                last_error.map(Value::String).unwrap_or(Value::Null),
+            ),
         ];
         let mut patch = serde_json::Map::new();
         for (key, value) in wanted {
-            let current = cm.annotations.get(key).map(|s| Value::String(s.clone())).unwrap_or(Value::Null);
+            let current = cm
+                .annotations
+                .get(key)
+                .map(|s| Value::String(s.clone()))
+                .unwrap_or(Value::Null);
             if current != value {
                 patch.insert(key.to_string(), value);
             }
@@ -700,16 +915,32 @@ impl Reconciler {
             return Ok(());
         }
         let body = json!({ "metadata": { "annotations": patch } });
-        match self.api.patch(&cm.input.name, &PatchParams::default(), &Patch::Merge(body)).await {
+        match self
+            .api
+            .patch(&cm.input.name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    async fn publish(&self, reference: &k8s_openapi::api::core::v1::ObjectReference, type_: EventType, reason: &str, note: String) {
+    async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let note = truncate(&note, 1000);
-        let event = KubeEvent { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
         // A fresh recorder per Event: the recorder folds same-reason Events into one series
         // that keeps the first note, and these notes name different connectors.
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
@@ -732,10 +963,18 @@ impl Reconciler {
             }
         }
         for state in self.memory.reported_states.iter().filter(|s| !counts.contains_key(*s)) {
-            self.shared.metrics.connectors.get_or_create(&StateLabels { state: state.clone() }).set(0);
+            self.shared
+                .metrics
+                .connectors
+                .get_or_create(&StateLabels { state: state.clone() })
+                .set(0);
         }
         for (state, n) in &counts {
-            self.shared.metrics.connectors.get_or_create(&StateLabels { state: state.clone() }).set(*n);
+            self.shared
+                .metrics
+                .connectors
+                .get_or_create(&StateLabels { state: state.clone() })
+                .set(*n);
         }
         self.memory.reported_states = counts.into_keys().collect();
     }
@@ -754,8 +993,14 @@ impl Done {
                 cm.written.insert(name.clone());
                 let (reason, note) = match cause {
                     Cause::Created => ("Applied", format!("created connector {name}")),
-                    Cause::DriftChanged => ("DriftReverted", format!("connector {name}: its config was changed behind connect-gate's back; re-applied")),
-                    Cause::DriftDeleted => ("DriftReverted", format!("connector {name} was deleted behind connect-gate's back; recreated")),
+                    Cause::DriftChanged => (
+                        "DriftReverted",
+                        format!("connector {name}: its config was changed behind connect-gate's back; re-applied"),
+                    ),
+                    Cause::DriftDeleted => (
+                        "DriftReverted",
+                        format!("connector {name} was deleted behind connect-gate's back; recreated"),
+                    ),
                     _ => ("Updated", format!("updated connector {name}")),
                 };
                 cm.events.push((EventType::Normal, reason, note));
@@ -769,15 +1014,21 @@ impl Done {
                     _ => "it is no longer declared",
                 };
                 cm.applied.remove(name);
-                cm.events.push((EventType::Normal, "Deleted", format!("deleted connector {name}: {why}")));
+                cm.events
+                    .push((EventType::Normal, "Deleted", format!("deleted connector {name}: {why}")));
             }
             (Done::Ok, Action::State { name, to, .. }) => {
                 cm.written.insert(name.clone());
-                cm.events.push((EventType::Normal, "Updated", format!("connector {name}: {}", to.verb())));
+                cm.events
+                    .push((EventType::Normal, "Updated", format!("connector {name}: {}", to.verb())));
             }
             (Done::Restarted(n), Action::Restart { name, .. }) => {
                 cm.written.insert(name.clone());
-                cm.events.push((EventType::Normal, "Restarted", format!("restarted the failed parts of connector {name} (restart {n})")));
+                cm.events.push((
+                    EventType::Normal,
+                    "Restarted",
+                    format!("restarted the failed parts of connector {name} (restart {n})"),
+                ));
             }
             _ => {}
         }
@@ -815,20 +1066,38 @@ struct ConnectorStatus {
 
 impl ConnectorStatus {
     fn from_live(live: Option<&Live>, secrets: &[&str]) -> Self {
-        let empty = |state: &str| ConnectorStatus { state: state.into(), tasks: BTreeMap::new(), trace: None, restarts: None, note: None };
+        let empty = |state: &str| ConnectorStatus {
+            state: state.into(),
+            tasks: BTreeMap::new(),
+            trace: None,
+            restarts: None,
+            note: None,
+        };
         let Some(live) = live else { return empty("ABSENT") };
-        let Some(status) = &live.status else { return empty("PENDING") };
+        let Some(status) = &live.status else {
+            return empty("PENDING");
+        };
         let trace = status
             .connector
             .trace
             .iter()
-            .chain(status.tasks.iter().filter(|t| t.state == "FAILED").filter_map(|t| t.trace.as_ref()))
+            .chain(
+                status
+                    .tasks
+                    .iter()
+                    .filter(|t| t.state == "FAILED")
+                    .filter_map(|t| t.trace.as_ref()),
+            )
             .next()
             .filter(|_| status.failed())
             .map(|t| plan::shorten_trace(t, secrets, TRACE_MAX));
         ConnectorStatus {
             state: status.connector.state.clone(),
-            tasks: status.tasks.iter().map(|t| (t.id.to_string(), t.state.clone())).collect(),
+            tasks: status
+                .tasks
+                .iter()
+                .map(|t| (t.id.to_string(), t.state.clone()))
+                .collect(),
             trace,
             restarts: None,
             note: None,
@@ -853,16 +1122,26 @@ fn declared(v: &Verdict) -> Declared {
             (Desired::Absent, _) => Decl::Absent(v.name.clone()),
         }
     };
-    Declared { key: v.key.clone(), decl }
+    Declared {
+        key: v.key.clone(),
+        decl,
+    }
 }
 
 fn json_annotation(annotations: &BTreeMap<String, String>, key: &str) -> BTreeMap<String, String> {
-    annotations.get(key).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default()
+    annotations
+        .get(key)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
 }
 
 /// A map as an annotation value: compact JSON, or `null` (removed) when empty.
 fn map_annotation(map: &BTreeMap<String, String>) -> Value {
-    if map.is_empty() { Value::Null } else { Value::String(serde_json::to_string(map).expect("serialises")) }
+    if map.is_empty() {
+        Value::Null
+    } else {
+        Value::String(serde_json::to_string(map).expect("serialises"))
+    }
 }
 
 fn truncate(s: &str, max_bytes: usize) -> String {
@@ -886,22 +1165,39 @@ mod tests {
         let live = Live {
             config: BTreeMap::new(),
             status: Some(LiveStatus {
-                connector: StateTrace { state: "RUNNING".into(), trace: None },
+                connector: StateTrace {
+                    state: "RUNNING".into(),
+                    trace: None,
+                },
                 tasks: vec![
-                    TaskStatus { id: 0, state: "RUNNING".into(), trace: None },
-                    TaskStatus { id: 1, state: "FAILED".into(), trace: Some("java.io.IOException: bad password p4ssw0rd!\n\tat x".into()) },
+                    TaskStatus {
+                        id: 0,
+                        state: "RUNNING".into(),
+                        trace: None,
+                    },
+                    TaskStatus {
+                        id: 1,
+                        state: "FAILED".into(),
+                        trace: Some("java.io.IOException: bad password p4ssw0rd!\n\tat x".into()),
+                    },
                 ],
             }),
         };
         let s = ConnectorStatus::from_live(Some(&live), &["p4ssw0rd!"]);
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(json, r#"{"state":"RUNNING","tasks":{"0":"RUNNING","1":"FAILED"},"trace":"java.io.IOException: bad password ****"}"#);
+        assert_eq!(
+            json,
+            r#"{"state":"RUNNING","tasks":{"0":"RUNNING","1":"FAILED"},"trace":"java.io.IOException: bad password ****"}"#
+        );
         assert_eq!(ConnectorStatus::from_live(None, &[]).state, "ABSENT");
     }
 
     #[test]
     fn fingerprint_ignores_annotations() {
-        let mut cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "a", "labels": {"destination": "connect"}}, "data": {"k": "v"}})).unwrap();
+        let mut cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "a", "labels": {"destination": "connect"}}, "data": {"k": "v"}}),
+        )
+        .unwrap();
         let before = fingerprint(&cm);
         cm.metadata.annotations = Some([(ANNOTATION_STATUS.to_string(), "{}".to_string())].into());
         assert_eq!(before, fingerprint(&cm));
@@ -912,7 +1208,10 @@ mod tests {
     #[test]
     fn empty_maps_remove_their_annotation() {
         assert_eq!(map_annotation(&BTreeMap::new()), Value::Null);
-        assert_eq!(map_annotation(&[("a".to_string(), "k".to_string())].into()), json!(r#"{"a":"k"}"#));
+        assert_eq!(
+            map_annotation(&[("a".to_string(), "k".to_string())].into()),
+            json!(r#"{"a":"k"}"#)
+        );
         assert_eq!(truncate("ééé", 4), "...");
     }
 }

@@ -32,7 +32,11 @@ fn test_dir() -> tempfile::TempDir {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `connect-gate serve --no-webhook` process reconciling the test's namespace.
@@ -48,7 +52,14 @@ impl Sidecar {
     }
 
     /// With `kubeconfig`, the sidecar talks to the apiserver as that user instead of the admin.
-    fn start_as(env: &TestEnv, dir: &Path, connect_url: &str, identity: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Sidecar {
+    fn start_as(
+        env: &TestEnv,
+        dir: &Path,
+        connect_url: &str,
+        identity: &str,
+        extra: &[&str],
+        kubeconfig: Option<&Path>,
+    ) -> Sidecar {
         let metrics_port = free_port();
         let log = dir.join(format!("serve-{identity}-{metrics_port}.log"));
         let vars = dir.join("vars");
@@ -92,7 +103,11 @@ impl Sidecar {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        Sidecar { child, log, metrics_port }
+        Sidecar {
+            child,
+            log,
+            metrics_port,
+        }
     }
 
     fn log(&self) -> String {
@@ -163,7 +178,10 @@ async fn create(env: &TestEnv, cm: &ConfigMap) {
 }
 
 async fn merge(env: &TestEnv, name: &str, patch: Value) {
-    env.api::<ConfigMap>().patch(name, &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    env.api::<ConfigMap>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
 }
 
 async fn annotation(env: &TestEnv, cm: &str, key: &str) -> Option<String> {
@@ -173,7 +191,9 @@ async fn annotation(env: &TestEnv, cm: &str, key: &str) -> Option<String> {
 
 /// The connector's config on the worker at `url`, or an error naming its absence.
 async fn config_at(url: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
-    let (status, body) = support::ConnectClient::new(url).get(&format!("/connectors/{name}/config")).await;
+    let (status, body) = support::ConnectClient::new(url)
+        .get(&format!("/connectors/{name}/config"))
+        .await;
     match status {
         200 => Ok(serde_json::from_value(body).unwrap()),
         s => Err(format!("GET config of {name}: {s} {body}")),
@@ -193,19 +213,35 @@ async fn wait_config(url: &str, name: &str, key: &str, value: &str) {
 
 async fn wait_absent(url: &str, name: &str) {
     eventually(&format!("connector {name} to be deleted"), WAIT, || async {
-        let (status, body) = support::ConnectClient::new(url).get(&format!("/connectors/{name}")).await;
-        if status == 404 { Ok(()) } else { Err(format!("{status} {body}")) }
+        let (status, body) = support::ConnectClient::new(url)
+            .get(&format!("/connectors/{name}"))
+            .await;
+        if status == 404 {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
     })
     .await;
 }
 
 /// Waits for the `connect-gate.io/status` annotation to show `state` for `connector`.
 async fn wait_status(env: &TestEnv, cm: &str, connector: &str, state: &str) -> Value {
-    eventually(&format!("status of {connector} on {cm} to be {state}"), WAIT, || async {
-        let status = annotation(env, cm, "connect-gate.io/status").await.ok_or("no status annotation")?;
-        let status: Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
-        if status[connector]["state"] == state { Ok(status) } else { Err(status.to_string()) }
-    })
+    eventually(
+        &format!("status of {connector} on {cm} to be {state}"),
+        WAIT,
+        || async {
+            let status = annotation(env, cm, "connect-gate.io/status")
+                .await
+                .ok_or("no status annotation")?;
+            let status: Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
+            if status[connector]["state"] == state {
+                Ok(status)
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
     .await
 }
 
@@ -217,31 +253,53 @@ async fn events(env: &TestEnv, cm: &str, reason: &str) -> Vec<String> {
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cm) && e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cm) && e.reason.as_deref() == Some(reason)
+        })
         .map(|e| e.note.unwrap_or_default())
         .collect()
 }
 
 async fn wait_event(env: &TestEnv, cm: &str, reason: &str, note_contains: &str) {
-    eventually(&format!("a {reason} Event on {cm} mentioning {note_contains:?}"), WAIT, || async {
-        let notes = events(env, cm, reason).await;
-        if notes.iter().any(|n| n.contains(note_contains)) { Ok(()) } else { Err(format!("{notes:?}")) }
-    })
+    eventually(
+        &format!("a {reason} Event on {cm} mentioning {note_contains:?}"),
+        WAIT,
+        || async {
+            let notes = events(env, cm, reason).await;
+            if notes.iter().any(|n| n.contains(note_contains)) {
+                Ok(())
+            } else {
+                Err(format!("{notes:?}"))
+            }
+        },
+    )
     .await;
 }
 
 /// Waits until the sidecar has finished `n` more successful passes than now.
 async fn wait_passes(sidecar: &Sidecar, n: f64) {
-    let start = eventually("metrics", WAIT, || sidecar.metric("connect_gate_reconciles_total", &[r#"result="ok""#])).await;
+    let start = eventually("metrics", WAIT, || {
+        sidecar.metric("connect_gate_reconciles_total", &[r#"result="ok""#])
+    })
+    .await;
     eventually(&format!("{n} more reconcile passes"), WAIT, || async {
-        let now = sidecar.metric("connect_gate_reconciles_total", &[r#"result="ok""#]).await?;
-        if now >= start + n { Ok(()) } else { Err(format!("{now} passes")) }
+        let now = sidecar
+            .metric("connect_gate_reconciles_total", &[r#"result="ok""#])
+            .await?;
+        if now >= start + n {
+            Ok(())
+        } else {
+            Err(format!("{now} passes"))
+        }
     })
     .await;
 }
 
 async fn puts(sidecar: &Sidecar) -> f64 {
-    sidecar.metric("connect_gate_rest_calls_total", &[r#"method="PUT""#]).await.unwrap()
+    sidecar
+        .metric("connect_gate_rest_calls_total", &[r#"method="PUT""#])
+        .await
+        .unwrap()
 }
 
 /// Deletes a ConfigMap and waits until the sidecar has cleaned up and it is gone.
@@ -265,7 +323,11 @@ async fn create_update_state_and_delete_while_running() {
     let name = env.connector_name("src");
     let input = dir.path().join("in.txt");
     let topic = format!("{}-a", env.id);
-    create(&env, &configmap("cm", &[], &[("src.json", source_template(&name, &input, &topic, ""))])).await;
+    create(
+        &env,
+        &configmap("cm", &[], &[("src.json", source_template(&name, &input, &topic, ""))]),
+    )
+    .await;
 
     wait_config(&env.connect_url, &name, "topic", &topic).await;
     let config = config_at(&env.connect_url, &name).await.unwrap();
@@ -273,8 +335,14 @@ async fn create_update_state_and_delete_while_running() {
     assert_eq!(config["name"], name);
     wait_status(&env, "cm", &name, "RUNNING").await;
     let cm = env.api::<ConfigMap>().get("cm").await.unwrap();
-    assert!(cm.metadata.finalizers.unwrap_or_default().contains(&FINALIZER.to_string()));
-    let managed: Value = serde_json::from_str(&annotation(&env, "cm", "connect-gate.io/connectors").await.unwrap()).unwrap();
+    assert!(
+        cm.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&FINALIZER.to_string())
+    );
+    let managed: Value =
+        serde_json::from_str(&annotation(&env, "cm", "connect-gate.io/connectors").await.unwrap()).unwrap();
     assert_eq!(managed, json!({ &name: "src.json" }));
     let applied = annotation(&env, "cm", "connect-gate.io/applied").await.unwrap();
     assert!(applied.contains("sha256:") && !applied.contains(&topic), "{applied}");
@@ -282,9 +350,18 @@ async fn create_update_state_and_delete_while_running() {
 
     // Unchanged: later passes make no write calls at all.
     let before = puts(&sidecar).await;
-    assert_eq!(before, 1.0, "one PUT to create it; metrics:\n{}", sidecar.metrics().await.unwrap());
+    assert_eq!(
+        before,
+        1.0,
+        "one PUT to create it; metrics:\n{}",
+        sidecar.metrics().await.unwrap()
+    );
     wait_passes(&sidecar, 3.0).await;
-    assert_eq!(puts(&sidecar).await, before, "passes over an unchanged connector wrote to Connect");
+    assert_eq!(
+        puts(&sidecar).await,
+        before,
+        "passes over an unchanged connector wrote to Connect"
+    );
 
     // Update: new topic, declared paused.
     let topic_b = format!("{}-b", env.id);
@@ -307,7 +384,11 @@ async fn disable_reenable_rename_and_remove_a_key() {
     let env = TestEnv::new("reconcile-disable-rename").await;
     let dir = test_dir();
     let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
-    let (a, b, renamed) = (env.connector_name("a"), env.connector_name("b"), env.connector_name("a2"));
+    let (a, b, renamed) = (
+        env.connector_name("a"),
+        env.connector_name("b"),
+        env.connector_name("a2"),
+    );
     let input = dir.path().join("in.txt");
     let t = |n: &str| source_template(n, &input, &format!("{}-t", env.id), "");
     create(&env, &configmap("cm", &[], &[("a.json", t(&a)), ("b.json", t(&b))])).await;
@@ -331,15 +412,43 @@ async fn disable_reenable_rename_and_remove_a_key() {
     // Remove key b: its connector goes, the rest stays.
     merge(&env, "cm", json!({"data": {"b.json": null}})).await;
     wait_absent(&env.connect_url, &b).await;
-    eventually("the managed annotation to list only the renamed connector", WAIT, || async {
-        let managed = annotation(&env, "cm", "connect-gate.io/connectors").await.unwrap_or_default();
-        let managed: Value = serde_json::from_str(&managed).map_err(|e| e.to_string())?;
-        if managed == json!({ &renamed: "a.json" }) { Ok(()) } else { Err(managed.to_string()) }
-    })
+    eventually(
+        "the managed annotation to list only the renamed connector",
+        WAIT,
+        || async {
+            let managed = annotation(&env, "cm", "connect-gate.io/connectors")
+                .await
+                .unwrap_or_default();
+            let managed: Value = serde_json::from_str(&managed).map_err(|e| e.to_string())?;
+            if managed == json!({ &renamed: "a.json" }) {
+                Ok(())
+            } else {
+                Err(managed.to_string())
+            }
+        },
+    )
     .await;
     config_at(&env.connect_url, &renamed).await.unwrap();
     delete_and_wait_gone(&env, "cm").await;
     wait_absent(&env.connect_url, &renamed).await;
+
+    // Removing the label releases a ConfigMap: its connector goes, then the finalizer and the
+    // annotations, and the ConfigMap itself stays.
+    create(&env, &configmap("released", &[], &[("r.json", t(&a))])).await;
+    wait_status(&env, "released", &a, "RUNNING").await;
+    merge(&env, "released", json!({"metadata": {"labels": {"destination": null}}})).await;
+    wait_absent(&env.connect_url, &a).await;
+    eventually("the released ConfigMap to lose finalizer and annotations", WAIT, || async {
+        let cm = env.api::<ConfigMap>().get("released").await.map_err(|e| e.to_string())?;
+        let finalizers = cm.metadata.finalizers.unwrap_or_default();
+        let annotations = cm.metadata.annotations.unwrap_or_default();
+        if finalizers.is_empty() && !annotations.keys().any(|k| k.starts_with("connect-gate.io/")) {
+            Ok(())
+        } else {
+            Err(format!("finalizers {finalizers:?}, annotations {:?}", annotations.keys()))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +465,10 @@ async fn drift_is_reverted_and_recorded() {
     // Changed behind its back through REST.
     let mut changed = config_at(&env.connect_url, &name).await.unwrap();
     changed.insert("topic".into(), "hijacked".into());
-    let (status, body) = env.connect.put(&format!("/connectors/{name}/config"), &json!(changed)).await;
+    let (status, body) = env
+        .connect
+        .put(&format!("/connectors/{name}/config"), &json!(changed))
+        .await;
     assert!(status == 200 || status == 201, "{status} {body}");
     wait_config(&env.connect_url, &name, "topic", &topic).await;
     wait_event(&env, "cm", "DriftReverted", "changed behind").await;
@@ -366,7 +478,10 @@ async fn drift_is_reverted_and_recorded() {
     assert!(status == 204 || status == 200, "{status} {body}");
     wait_event(&env, "cm", "DriftReverted", "deleted behind").await;
     wait_config(&env.connect_url, &name, "topic", &topic).await;
-    let reverts = eventually("drift metric", WAIT, || sidecar.metric("connect_gate_drift_reverts_total", &[])).await;
+    let reverts = eventually("drift metric", WAIT, || {
+        sidecar.metric("connect_gate_drift_reverts_total", &[])
+    })
+    .await;
     assert!(reverts >= 2.0, "drift reverts: {reverts}");
     delete_and_wait_gone(&env, "cm").await;
 }
@@ -377,14 +492,30 @@ async fn delete_while_the_sidecar_is_down() {
     let dir = test_dir();
     let mut sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let name = env.connector_name("down");
-    create(&env, &configmap("cm", &[], &[("x.json", source_template(&name, &dir.path().join("in"), &env.id, ""))])).await;
+    create(
+        &env,
+        &configmap(
+            "cm",
+            &[],
+            &[("x.json", source_template(&name, &dir.path().join("in"), &env.id, ""))],
+        ),
+    )
+    .await;
     wait_status(&env, "cm", &name, "RUNNING").await;
 
     sidecar.kill();
-    env.api::<ConfigMap>().delete("cm", &DeleteParams::default()).await.unwrap();
+    env.api::<ConfigMap>()
+        .delete("cm", &DeleteParams::default())
+        .await
+        .unwrap();
     let held = env.api::<ConfigMap>().get("cm").await.unwrap();
-    assert!(held.metadata.deletion_timestamp.is_some(), "the finalizer holds the ConfigMap");
-    config_at(&env.connect_url, &name).await.expect("nothing deleted it while the sidecar was down");
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "the finalizer holds the ConfigMap"
+    );
+    config_at(&env.connect_url, &name)
+        .await
+        .expect("nothing deleted it while the sidecar was down");
 
     let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo-again", &[]);
     wait_absent(&env.connect_url, &name).await;
@@ -406,7 +537,12 @@ async fn rotated_secret_reaches_connect_and_a_rejected_connector_is_kept() {
     std::fs::write(vars.join("DB_PASSWORD"), "s3cret-value-one\n").unwrap();
     let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let name = env.connector_name("sec");
-    let template = source_template(&name, &dir.path().join("in"), &env.id, r#", "x.password": $DB_PASSWORD"#);
+    let template = source_template(
+        &name,
+        &dir.path().join("in"),
+        &env.id,
+        r#", "x.password": $DB_PASSWORD"#,
+    );
     create(&env, &configmap("cm", &[], &[("s.json", template)])).await;
     wait_config(&env.connect_url, &name, "x.password", "s3cret-value-one").await;
 
@@ -419,7 +555,9 @@ async fn rotated_secret_reaches_connect_and_a_rejected_connector_is_kept() {
     // The secret disappears: the connector is now rejected, kept as it is, and the ConfigMap says why.
     std::fs::remove_file(vars.join("DB_PASSWORD")).unwrap();
     let error = eventually("last-error to explain the rejection", WAIT, || async {
-        let e = annotation(&env, "cm", "connect-gate.io/last-error").await.ok_or("no last-error")?;
+        let e = annotation(&env, "cm", "connect-gate.io/last-error")
+            .await
+            .ok_or("no last-error")?;
         if e.contains("$DB_PASSWORD") { Ok(e) } else { Err(e) }
     })
     .await;
@@ -450,12 +588,23 @@ async fn two_replicas_only_the_leader_applies_and_the_other_takes_over() {
     let b = Sidecar::start(&env, dir.path(), &env.connect_url, "replica-b", &[]);
     let name = env.connector_name("ha");
     let input = dir.path().join("in");
-    create(&env, &configmap("cm", &[], &[("h.json", source_template(&name, &input, &env.id, ""))])).await;
+    create(
+        &env,
+        &configmap("cm", &[], &[("h.json", source_template(&name, &input, &env.id, ""))]),
+    )
+    .await;
     wait_status(&env, "cm", &name, "RUNNING").await;
 
     let leaders = eventually("exactly one leader", WAIT, || async {
-        let (la, lb) = (a.metric("connect_gate_leader", &[]).await?, b.metric("connect_gate_leader", &[]).await?);
-        if la + lb == 1.0 { Ok((la, lb)) } else { Err(format!("leader a={la} b={lb}")) }
+        let (la, lb) = (
+            a.metric("connect_gate_leader", &[]).await?,
+            b.metric("connect_gate_leader", &[]).await?,
+        );
+        if la + lb == 1.0 {
+            Ok((la, lb))
+        } else {
+            Err(format!("leader a={la} b={lb}"))
+        }
     })
     .await;
     let (mut leader, follower) = if leaders.0 == 1.0 { (a, b) } else { (b, a) };
@@ -466,11 +615,19 @@ async fn two_replicas_only_the_leader_applies_and_the_other_takes_over() {
     leader.kill();
     eventually("the follower to take the Lease", WAIT, || async {
         let l = follower.metric("connect_gate_leader", &[]).await?;
-        if l == 1.0 { Ok(()) } else { Err(format!("leader={l}; log: {}", tail(&follower.log()))) }
+        if l == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("leader={l}; log: {}", tail(&follower.log())))
+        }
     })
     .await;
     wait_passes(&follower, 2.0).await;
-    assert_eq!(puts(&follower).await, 0.0, "the new leader re-applied an unchanged connector");
+    assert_eq!(
+        puts(&follower).await,
+        0.0,
+        "the new leader re-applied an unchanged connector"
+    );
 
     // The new leader applies changes.
     let updated = source_template(&name, &input, &format!("{}-new", env.id), "");
@@ -494,7 +651,11 @@ impl OwnWorker {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "starting worker {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "starting worker {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -528,7 +689,9 @@ async fn forwarder(target: Arc<Mutex<String>>) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else { continue };
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
             let to = target.lock().unwrap().trim_start_matches("http://").to_string();
             tokio::spawn(async move {
                 if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
@@ -546,21 +709,31 @@ async fn worker_restarted_mid_reconcile_loses_nothing() {
     let dir = test_dir();
     let worker_name = format!("rs-{}", support::random_suffix());
     let url = OwnWorker::start(&worker_name);
-    let worker = OwnWorker { name: worker_name.clone() };
+    let worker = OwnWorker {
+        name: worker_name.clone(),
+    };
     let target = Arc::new(Mutex::new(url.clone()));
     let proxy = forwarder(target.clone()).await;
     let _sidecar = Sidecar::start(&env, dir.path(), &proxy, "solo", &[]);
 
     let names: Vec<String> = (0..4).map(|i| env.connector_name(&format!("r{i}"))).collect();
     for (i, name) in names.iter().enumerate() {
-        let cm = configmap(&format!("cm{i}"), &[], &[("c.json", source_template(name, &dir.path().join("in"), &env.id, ""))]);
+        let cm = configmap(
+            &format!("cm{i}"),
+            &[],
+            &[("c.json", source_template(name, &dir.path().join("in"), &env.id, ""))],
+        );
         create(&env, &cm).await;
     }
     // As soon as the first connector exists, the worker dies.
     eventually("the first connector to be created", WAIT, || async {
         let (status, body) = support::ConnectClient::new(&url).get("/connectors").await;
         let list: Vec<String> = serde_json::from_value(body.clone()).unwrap_or_default();
-        if status == 200 && !list.is_empty() { Ok(()) } else { Err(format!("{status} {body}")) }
+        if status == 200 && !list.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
     })
     .await;
     worker.kill();
@@ -590,18 +763,33 @@ async fn a_config_the_worker_rejects_is_reported_and_not_retried_until_changed()
     let bad = source_template(&name, &input, &env.id, "").replace(r#""tasks.max": 1"#, r#""tasks.max": "many""#);
     create(&env, &configmap("cm", &[], &[("b.json", bad)])).await;
     let error = eventually("last-error to carry the worker's answer", WAIT, || async {
-        let e = annotation(&env, "cm", "connect-gate.io/last-error").await.ok_or("no last-error")?;
-        if e.contains("Kafka Connect rejected the config") { Ok(e) } else { Err(e) }
+        let e = annotation(&env, "cm", "connect-gate.io/last-error")
+            .await
+            .ok_or("no last-error")?;
+        if e.contains("Kafka Connect rejected the config") {
+            Ok(e)
+        } else {
+            Err(e)
+        }
     })
     .await;
     assert!(error.contains("tasks.max"), "{error}");
     wait_event(&env, "cm", "Failed", &name).await;
     let tried = puts(&sidecar).await;
     wait_passes(&sidecar, 3.0).await;
-    assert_eq!(puts(&sidecar).await, tried, "a config the worker rejected was retried unchanged");
+    assert_eq!(
+        puts(&sidecar).await,
+        tried,
+        "a config the worker rejected was retried unchanged"
+    );
 
     // Fixed: applied, and the error goes away.
-    merge(&env, "cm", json!({"data": {"b.json": source_template(&name, &input, &env.id, "")}})).await;
+    merge(
+        &env,
+        "cm",
+        json!({"data": {"b.json": source_template(&name, &input, &env.id, "")}}),
+    )
+    .await;
     wait_status(&env, "cm", &name, "RUNNING").await;
     eventually("last-error to be cleared", WAIT, || async {
         match annotation(&env, "cm", "connect-gate.io/last-error").await {
@@ -636,22 +824,48 @@ async fn works_with_only_the_documented_rbac() {
     let dir = test_dir();
     env.kubectl_ok(&["create", "serviceaccount", "connect-gate"]);
     env.kubectl_apply(ROLE);
-    env.kubectl_ok(&["create", "rolebinding", "connect-gate", "--role", "connect-gate", "--serviceaccount", &format!("{}:connect-gate", env.namespace)]);
+    env.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "connect-gate",
+        "--role",
+        "connect-gate",
+        "--serviceaccount",
+        &format!("{}:connect-gate", env.namespace),
+    ]);
     let token = env.kubectl_ok(&["create", "token", "connect-gate", "--duration", "1h"]);
-    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&env.stack.kubeconfig).unwrap()).unwrap();
+    let mut kubeconfig: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&env.stack.kubeconfig).unwrap()).unwrap();
     kubeconfig["users"][0]["user"] = serde_yaml::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
     // Sanity: this user cannot read Secrets.
     let can = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
-        .args(["--kubeconfig", path.to_str().unwrap(), "-n", &env.namespace, "auth", "can-i", "get", "secrets"])
+        .args([
+            "--kubeconfig",
+            path.to_str().unwrap(),
+            "-n",
+            &env.namespace,
+            "auth",
+            "can-i",
+            "get",
+            "secrets",
+        ])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&can.stdout).trim(), "no");
 
     let sidecar = Sidecar::start_as(&env, dir.path(), &env.connect_url, "rbac", &[], Some(&path));
     let name = env.connector_name("rbac");
-    create(&env, &configmap("cm", &[], &[("r.json", source_template(&name, &dir.path().join("in"), &env.id, ""))])).await;
+    create(
+        &env,
+        &configmap(
+            "cm",
+            &[],
+            &[("r.json", source_template(&name, &dir.path().join("in"), &env.id, ""))],
+        ),
+    )
+    .await;
     wait_status(&env, "cm", &name, "RUNNING").await;
     wait_event(&env, "cm", "Applied", &name).await;
     delete_and_wait_gone(&env, "cm").await;
