@@ -16,31 +16,52 @@ use connect_gate::verdict::{Pipeline, PluginCheck};
 const ITERATIONS: usize = 200;
 
 fn main() {
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/streaming-ops/customers-jdbc-source-config.yaml");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/streaming-ops/customers-jdbc-source-config.yaml"
+    );
     let text = std::fs::read_to_string(fixture).expect("the streaming-ops fixture");
     let one = parse_yaml(&text, &PathBuf::from(fixture)).unwrap();
     let template = one[0].data.values().next().unwrap().clone();
     let mut ten = one[0].clone();
-    ten.data = (0..10).map(|i| (format!("c{i}.json"), template.replace("jdbc-customers", &format!("jdbc-{i}")))).collect();
+    ten.data = (0..10)
+        .map(|i| {
+            (
+                format!("c{i}.json"),
+                template.replace("jdbc-customers", &format!("jdbc-{i}")),
+            )
+        })
+        .collect();
 
     let inputs = TemplateInputs {
-        vars: ["SCHEMA_REGISTRY_URL", "BASIC_AUTH_CREDENTIALS_SOURCE", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"]
-            .into_iter()
-            .map(|k| (k.to_string(), Secret::new("value-of-".to_string() + k)))
-            .collect(),
+        vars: [
+            "SCHEMA_REGISTRY_URL",
+            "BASIC_AUTH_CREDENTIALS_SOURCE",
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), Secret::new("value-of-".to_string() + k)))
+        .collect(),
         env: BTreeMap::from([
             ("MYSQL_CONNECTION_USER".into(), Secret::new("u")),
             ("MYSQL_CONNECTION_PASSWORD".into(), Secret::new("p")),
         ]),
         env_allow: None,
     };
-    let catalog = Catalog::from_json(br#"[{"class":"io.confluent.connect.jdbc.JdbcSourceConnector","type":"source"}]"#).unwrap();
+    let catalog =
+        Catalog::from_json(br#"[{"class":"io.confluent.connect.jdbc.JdbcSourceConnector","type":"source"}]"#).unwrap();
     let pipeline = Pipeline::new(Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate"))));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
 
     println!("| case | iterations | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
-    for (name, cms) in [("1 connector (streaming-ops JDBC source)", vec![one[0].clone()]), ("10 connectors in one ConfigMap", vec![ten])] {
+    for (name, cms) in [
+        ("1 connector (streaming-ops JDBC source)", vec![one[0].clone()]),
+        ("10 connectors in one ConfigMap", vec![ten]),
+    ] {
         let mut times: Vec<Duration> = (0..ITERATIONS)
             .map(|_| {
                 let started = Instant::now();

@@ -26,7 +26,8 @@ pub fn to_judge(req: &AdmissionRequest<ConfigMap>) -> Option<ConnectorConfigMap>
         return None;
     }
     if let (Operation::Update, Some(old)) = (&req.operation, &req.old_object) {
-        let same = old.metadata.labels == cm.metadata.labels && old.data == cm.data && old.binary_data == cm.binary_data;
+        let same =
+            old.metadata.labels == cm.metadata.labels && old.data == cm.data && old.binary_data == cm.binary_data;
         if same {
             return None;
         }
@@ -53,7 +54,10 @@ impl Decision {
     }
 
     pub fn deny(message: String, warnings: Vec<String>) -> Self {
-        Self { denial: Some(message), warnings }
+        Self {
+            denial: Some(message),
+            warnings,
+        }
     }
 }
 
@@ -168,7 +172,9 @@ mod tests {
         let none = cm(json!({"destination": "connect"}), json!({}), None);
         let patch = finalizer_patch(&request("CREATE", none, None)).unwrap();
         let body = review("u1", &Decision::allow(vec![]), Some(&patch));
-        let decoded = base64::engine::general_purpose::STANDARD.decode(body["response"]["patch"].as_str().unwrap()).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(body["response"]["patch"].as_str().unwrap())
+            .unwrap();
         assert_eq!(
             serde_json::from_slice::<Value>(&decoded).unwrap(),
             json!([{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])

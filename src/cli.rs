@@ -105,7 +105,11 @@ struct UsageError(String);
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The sidecar logs what it does; the CLI only what went wrong.
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -116,7 +120,10 @@ pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let result = match cli.command {
         Command::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             return match runtime.block_on(crate::serve::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -125,7 +132,10 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Command::Certs(args) => args.run().map(|()| ExitCode::SUCCESS).map_err(|e| UsageError(e.to_string())),
+        Command::Certs(args) => args
+            .run()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| UsageError(e.to_string())),
         Command::Check { inputs, output } => current_thread().block_on(check(inputs, output)),
         Command::Render { inputs, reveal } => current_thread().block_on(render(inputs, reveal)),
     };
@@ -139,7 +149,10 @@ pub fn main() -> ExitCode {
 }
 
 fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {

@@ -108,7 +108,10 @@ impl ConnectClient {
     ) -> Result<Vec<ConfigIssue>, ConnectError> {
         let class = config.get("connector.class").map(String::as_str).unwrap_or_default();
         let url = format!("{}/connector-plugins/{}/config/validate", self.base, urlencode(class));
-        let unreachable = |source| ConnectError::Unreachable { url: self.base.clone(), source };
+        let unreachable = |source| ConnectError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
         let response = self.http.put(&url).json(config).send().await.map_err(unreachable)?;
         if !response.status().is_success() {
             return Err(ConnectError::Status {
@@ -133,7 +136,10 @@ impl ConnectClient {
             .configs
             .into_iter()
             .filter(|c| !c.value.errors.is_empty())
-            .map(|c| ConfigIssue { errors: c.value.errors.iter().map(mask).collect(), key: c.value.name })
+            .map(|c| ConfigIssue {
+                errors: c.value.errors.iter().map(mask).collect(),
+                key: c.value.name,
+            })
             .collect())
     }
 }
@@ -179,7 +185,10 @@ impl ConnectClient {
         body: Option<&serde_json::Value>,
     ) -> Result<RestResponse, ConnectError> {
         let url = format!("{}{path}", self.base);
-        let unreachable = |source| ConnectError::Unreachable { url: self.base.clone(), source };
+        let unreachable = |source| ConnectError::Unreachable {
+            url: self.base.clone(),
+            source,
+        };
         let mut request = self.http.request(method, &url).header("accept", "application/json");
         if let Some(body) = body {
             request = request.json(body);

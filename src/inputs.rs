@@ -139,7 +139,10 @@ pub struct LiveInputs {
 impl LiveInputs {
     pub fn load(sources: InputSources) -> Result<Self, InputError> {
         let inputs = sources.load()?;
-        Ok(Self { sources, current: std::sync::RwLock::new(std::sync::Arc::new(inputs)) })
+        Ok(Self {
+            sources,
+            current: std::sync::RwLock::new(std::sync::Arc::new(inputs)),
+        })
     }
 
     pub fn current(&self) -> std::sync::Arc<TemplateInputs> {

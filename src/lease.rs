@@ -45,10 +45,19 @@ pub fn default_identity() -> String {
 }
 
 /// Starts the election loop; the receiver says whether this replica holds the Lease now.
-pub fn spawn(client: kube::Client, config: LeaseConfig, shutdown: CancellationToken) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+pub fn spawn(
+    client: kube::Client,
+    config: LeaseConfig,
+    shutdown: CancellationToken,
+) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
-        let mut elector = Elector { api: Api::namespaced(client, &config.namespace), config, observed: None, last_renew: None };
+        let mut elector = Elector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: None,
+            last_renew: None,
+        };
         let period = (elector.config.duration / 5).max(Duration::from_millis(200));
         loop {
             let leading = match elector.try_acquire_or_renew().await {
@@ -56,7 +65,9 @@ pub fn spawn(client: kube::Client, config: LeaseConfig, shutdown: CancellationTo
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read or renew the Lease");
                     // Keep leading only while the last renewal is recent enough.
-                    elector.last_renew.is_some_and(|t| t.elapsed() < elector.config.duration * 2 / 3)
+                    elector
+                        .last_renew
+                        .is_some_and(|t| t.elapsed() < elector.config.duration * 2 / 3)
                 }
             };
             if *tx.borrow() != leading {
@@ -97,7 +108,11 @@ struct Record {
 
 impl Elector {
     fn err(&self, source: kube::Error) -> LeaseError {
-        LeaseError::Api { namespace: self.config.namespace.clone(), name: self.config.name.clone(), source }
+        LeaseError::Api {
+            namespace: self.config.namespace.clone(),
+            name: self.config.name.clone(),
+            source,
+        }
     }
 
     fn duration_s(&self) -> i32 {
@@ -108,7 +123,10 @@ impl Elector {
         let now = MicroTime(Timestamp::now());
         let Some(mut lease) = self.api.get_opt(&self.config.name).await.map_err(|e| self.err(e))? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.name.clone()),
+                    ..ObjectMeta::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(self.duration_s()),
@@ -139,7 +157,8 @@ impl Elector {
             if changed {
                 self.observed = Some((record.clone(), Instant::now()));
             }
-            let their_duration = Duration::from_secs(record.duration_s.unwrap_or(0).max(0) as u64).max(self.config.duration);
+            let their_duration =
+                Duration::from_secs(record.duration_s.unwrap_or(0).max(0) as u64).max(self.config.duration);
             let since = self.observed.as_ref().map(|(_, t)| t.elapsed()).unwrap_or_default();
             let free = record.holder.is_none() || since > their_duration;
             if !free {
@@ -157,7 +176,11 @@ impl Elector {
         new_spec.renew_time = Some(now);
         lease.spec = Some(new_spec);
         // replace() sends metadata.resourceVersion: a concurrent writer makes this a 409.
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => {
                 self.last_renew = Some(Instant::now());
                 self.observed = None;
@@ -182,7 +205,11 @@ impl Elector {
         spec.holder_identity = None;
         spec.renew_time = None;
         spec.acquire_time = None;
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
             Err(e) => Err(self.err(e)),
         }

@@ -63,17 +63,53 @@ impl Metrics {
         };
         let mut registry = Registry::with_prefix("connect_gate");
         let r = &mut registry;
-        r.register("admission_requests", "Admission requests by webhook, operation and verdict", metrics.admission_requests.clone());
-        r.register("admission_duration_seconds", "Time to answer an admission request", metrics.admission_duration.clone());
-        r.register("plugin_refreshes", "Fetches of the worker's plugin list", metrics.plugin_refreshes.clone());
-        r.register("plugin_refresh_failures", "Failed fetches of the worker's plugin list", metrics.plugin_refresh_failures.clone());
-        r.register("worker_validations", "Config validations sent to the worker, by result", metrics.worker_validations.clone());
-        r.register("cert_reloads", "Serving certificate reloads", metrics.cert_reloads.clone());
+        r.register(
+            "admission_requests",
+            "Admission requests by webhook, operation and verdict",
+            metrics.admission_requests.clone(),
+        );
+        r.register(
+            "admission_duration_seconds",
+            "Time to answer an admission request",
+            metrics.admission_duration.clone(),
+        );
+        r.register(
+            "plugin_refreshes",
+            "Fetches of the worker's plugin list",
+            metrics.plugin_refreshes.clone(),
+        );
+        r.register(
+            "plugin_refresh_failures",
+            "Failed fetches of the worker's plugin list",
+            metrics.plugin_refresh_failures.clone(),
+        );
+        r.register(
+            "worker_validations",
+            "Config validations sent to the worker, by result",
+            metrics.worker_validations.clone(),
+        );
+        r.register(
+            "cert_reloads",
+            "Serving certificate reloads",
+            metrics.cert_reloads.clone(),
+        );
         r.register("reconciles", "Reconcile passes by result", metrics.reconciles.clone());
-        r.register("rest_calls", "Kafka Connect REST calls by method and status", metrics.rest_calls.clone());
-        r.register("drift_reverts", "Connectors changed or deleted behind connect-gate's back and reverted", metrics.drift_reverts.clone());
+        r.register(
+            "rest_calls",
+            "Kafka Connect REST calls by method and status",
+            metrics.rest_calls.clone(),
+        );
+        r.register(
+            "drift_reverts",
+            "Connectors changed or deleted behind connect-gate's back and reverted",
+            metrics.drift_reverts.clone(),
+        );
         r.register("connectors", "Managed connectors by state", metrics.connectors.clone());
-        r.register("leader", "1 while this replica holds the reconciler Lease", metrics.leader.clone());
+        r.register(
+            "leader",
+            "1 while this replica holds the reconciler Lease",
+            metrics.leader.clone(),
+        );
         (metrics, registry)
     }
 }

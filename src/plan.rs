@@ -69,7 +69,13 @@ pub fn parse_expanded(body: &[u8]) -> Result<LiveState, serde_json::Error> {
         .into_iter()
         .filter_map(|(name, e)| {
             let info = e.info?;
-            Some((name, Live { config: info.config, status: e.status }))
+            Some((
+                name,
+                Live {
+                    config: info.config,
+                    status: e.status,
+                },
+            ))
         })
         .collect())
 }
@@ -157,7 +163,11 @@ pub enum Action {
         cause: Cause,
     },
     /// `DELETE /connectors/{name}`; `cm` is `None` for an unmanaged connector being pruned.
-    Delete { cm: Option<String>, name: String, cause: Cause },
+    Delete {
+        cm: Option<String>,
+        name: String,
+        cause: Cause,
+    },
     /// `PUT /connectors/{name}/{pause,resume,stop}`.
     State { cm: String, name: String, to: Transition },
     /// `POST /connectors/{name}/restart?includeTasks=true&onlyFailed=true`.
@@ -167,7 +177,10 @@ pub enum Action {
 impl Action {
     pub fn name(&self) -> &str {
         match self {
-            Action::Put { name, .. } | Action::Delete { name, .. } | Action::State { name, .. } | Action::Restart { name, .. } => name,
+            Action::Put { name, .. }
+            | Action::Delete { name, .. }
+            | Action::State { name, .. }
+            | Action::Restart { name, .. } => name,
         }
     }
 
@@ -250,7 +263,10 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             }
         }
     }
-    let all_managed: BTreeSet<&str> = cms.iter().flat_map(|cm| cm.managed.keys().map(String::as_str)).collect();
+    let all_managed: BTreeSet<&str> = cms
+        .iter()
+        .flat_map(|cm| cm.managed.keys().map(String::as_str))
+        .collect();
 
     let mut plan = Plan::default();
     let mut deletes: Vec<Action> = Vec::new();
@@ -258,7 +274,11 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
     let mut delete = |cm: &str, name: &str, cause: Cause, cm_plan: &mut CmPlan| {
         cm_plan.release.insert(name.to_string());
         if live.contains_key(name) && deleting_names.insert(name.to_string()) {
-            deletes.push(Action::Delete { cm: Some(cm.to_string()), name: name.to_string(), cause });
+            deletes.push(Action::Delete {
+                cm: Some(cm.to_string()),
+                name: name.to_string(),
+                cause,
+            });
         }
     };
 
@@ -321,9 +341,15 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
 
     if options.prune_unmanaged {
         for name in live.keys() {
-            let known = desired.contains_key(name.as_str()) || protected.contains(name.as_str()) || all_managed.contains(name.as_str());
+            let known = desired.contains_key(name.as_str())
+                || protected.contains(name.as_str())
+                || all_managed.contains(name.as_str());
             if !known && deleting_names.insert(name.clone()) {
-                deletes.push(Action::Delete { cm: None, name: name.clone(), cause: Cause::Unmanaged });
+                deletes.push(Action::Delete {
+                    cm: None,
+                    name: name.clone(),
+                    cause: Cause::Unmanaged,
+                });
             }
         }
     }
@@ -343,13 +369,21 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             cause,
         };
         let state = connector.state.unwrap_or_default();
-        let transition = |to| Action::State { cm: cm.name.clone(), name: name.to_string(), to };
+        let transition = |to| Action::State {
+            cm: cm.name.clone(),
+            name: name.to_string(),
+            to,
+        };
         match live.get(*name) {
             None => {
                 if blocked {
                     continue;
                 }
-                writes.push(put(if recorded == Some(&hash) { Cause::DriftDeleted } else { Cause::Created }));
+                writes.push(put(if recorded == Some(&hash) {
+                    Cause::DriftDeleted
+                } else {
+                    Cause::Created
+                }));
                 match state {
                     State::Running => {}
                     State::Paused => states.push(transition(Transition::Pause)),
@@ -358,7 +392,11 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             }
             Some(l) => {
                 if l.config != connector.config && !blocked {
-                    writes.push(put(if recorded == Some(&hash) { Cause::DriftChanged } else { Cause::Updated }));
+                    writes.push(put(if recorded == Some(&hash) {
+                        Cause::DriftChanged
+                    } else {
+                        Cause::Updated
+                    }));
                 }
                 let Some(status) = &l.status else { continue };
                 let live_state = status.connector.state.as_str();
@@ -376,7 +414,10 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
                     && status.failed()
                     && memory.restart_ready.contains(*name)
                 {
-                    states.push(Action::Restart { cm: cm.name.clone(), name: name.to_string() });
+                    states.push(Action::Restart {
+                        cm: cm.name.clone(),
+                        name: name.to_string(),
+                    });
                 }
             }
         }
@@ -408,10 +449,17 @@ pub fn mask(text: &str, secrets: &[&str]) -> String {
 
 /// Capped exponential backoff: `base * 2^attempt`, at most `cap`, with up to 20% jitter
 /// (the jitter source is a parameter so this stays pure).
-pub fn backoff(attempt: u32, base: std::time::Duration, cap: std::time::Duration, jitter01: f64) -> std::time::Duration {
+pub fn backoff(
+    attempt: u32,
+    base: std::time::Duration,
+    cap: std::time::Duration,
+    jitter01: f64,
+) -> std::time::Duration {
     let exp = base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
     let capped = exp.min(cap);
-    capped.mul_f64(1.0 + 0.2 * jitter01.clamp(0.0, 1.0)).min(cap.mul_f64(1.2))
+    capped
+        .mul_f64(1.0 + 0.2 * jitter01.clamp(0.0, 1.0))
+        .min(cap.mul_f64(1.2))
 }
 
 #[cfg(test)]
@@ -419,14 +467,24 @@ mod tests {
     use super::*;
 
     fn connector(name: &str, extra: &[(&str, &str)], state: Option<State>) -> Connector {
-        let mut config: BTreeMap<String, String> =
-            [("connector.class", "FileStreamSource"), ("name", name)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut config: BTreeMap<String, String> = [("connector.class", "FileStreamSource"), ("name", name)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         config.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Connector { name: name.into(), config, state, secret_keys: BTreeSet::new() }
+        Connector {
+            name: name.into(),
+            config,
+            state,
+            secret_keys: BTreeSet::new(),
+        }
     }
 
     fn apply(key: &str, c: Connector) -> Declared {
-        Declared { key: key.into(), decl: Decl::Apply(c) }
+        Declared {
+            key: key.into(),
+            decl: Decl::Apply(c),
+        }
     }
 
     fn cm(name: &str, keys: Vec<Declared>, managed: &[(&str, &str)]) -> CmInput {
@@ -443,7 +501,13 @@ mod tests {
     fn live_of(c: &Connector, state: &str) -> Live {
         Live {
             config: c.config.clone(),
-            status: Some(LiveStatus { connector: StateTrace { state: state.into(), trace: None }, tasks: vec![] }),
+            status: Some(LiveStatus {
+                connector: StateTrace {
+                    state: state.into(),
+                    trace: None,
+                },
+                tasks: vec![],
+            }),
         }
     }
 
@@ -478,9 +542,17 @@ mod tests {
         let a = connector("a", &[("tasks.max", "1")], None);
         let p = connector("p", &[], Some(State::Paused));
         let s = connector("s", &[], Some(State::Stopped));
-        let live: LiveState =
-            [("a".to_string(), live_of(&a, "RUNNING")), ("p".into(), live_of(&p, "PAUSED")), ("s".into(), live_of(&s, "STOPPED"))].into();
-        let cms = [cm("cm", vec![apply("a", a), apply("p", p), apply("s", s)], &[("a", "a"), ("p", "p"), ("s", "s")])];
+        let live: LiveState = [
+            ("a".to_string(), live_of(&a, "RUNNING")),
+            ("p".into(), live_of(&p, "PAUSED")),
+            ("s".into(), live_of(&s, "STOPPED")),
+        ]
+        .into();
+        let cms = [cm(
+            "cm",
+            vec![apply("a", a), apply("p", p), apply("s", s)],
+            &[("a", "a"), ("p", "p"), ("s", "s")],
+        )];
         assert!(run(&cms, &live).actions.is_empty());
     }
 
@@ -493,7 +565,10 @@ mod tests {
         let mut input = cm("cm", vec![apply("a", a.clone())], &[("a", "a")]);
         assert_eq!(summary(&run(std::slice::from_ref(&input), &live)), ["put a Updated"]);
         input.applied.insert("a".into(), config_hash(&a.config));
-        assert_eq!(summary(&run(std::slice::from_ref(&input), &live)), ["put a DriftChanged"]);
+        assert_eq!(
+            summary(&run(std::slice::from_ref(&input), &live)),
+            ["put a DriftChanged"]
+        );
         assert_eq!(summary(&run(&[input], &LiveState::new())), ["put a DriftDeleted"]);
     }
 
@@ -512,11 +587,18 @@ mod tests {
             ("u".into(), unknown),
         ]
         .into();
-        let cms = [cm("cm", vec![apply("p", p), apply("r", r), apply("s", s), apply("u", u)], &[])];
+        let cms = [cm(
+            "cm",
+            vec![apply("p", p), apply("r", r), apply("s", s), apply("u", u)],
+            &[],
+        )];
         assert_eq!(summary(&run(&cms, &live)), ["pause p", "resume r", "stop s"]);
         // Created paused: the pause follows the PUT in the same pass.
         let q = connector("q", &[], Some(State::Paused));
-        assert_eq!(summary(&run(&[cm("cm", vec![apply("q", q)], &[])], &LiveState::new())), ["put q Created", "pause q"]);
+        assert_eq!(
+            summary(&run(&[cm("cm", vec![apply("q", q)], &[])], &LiveState::new())),
+            ["put q Created", "pause q"]
+        );
     }
 
     #[test]
@@ -536,7 +618,14 @@ mod tests {
         assert_eq!(summary(&plan), ["delete b KeyRemoved"]);
         assert!(plan.cms[0].release.contains("b"));
         // ...unless pruning.
-        let pruned = plan_with(&cms, &live, PlanOptions { prune_unmanaged: true, auto_restart: false });
+        let pruned = plan_with(
+            &cms,
+            &live,
+            PlanOptions {
+                prune_unmanaged: true,
+                auto_restart: false,
+            },
+        );
         assert_eq!(summary(&pruned), ["delete b KeyRemoved", "delete other Unmanaged"]);
         // A managed name already gone is released without a call.
         let plan = run(&cms, &[("a".to_string(), live_of(&a, "RUNNING"))].into());
@@ -563,10 +652,20 @@ mod tests {
     fn disabled_configmaps_delete_their_connectors_even_when_names_cannot_be_rendered() {
         let a = connector("a", &[], None);
         let b = connector("b", &[], None);
-        let live: LiveState = [("a".to_string(), live_of(&a, "RUNNING")), ("b".into(), live_of(&b, "RUNNING"))].into();
+        let live: LiveState = [
+            ("a".to_string(), live_of(&a, "RUNNING")),
+            ("b".into(), live_of(&b, "RUNNING")),
+        ]
+        .into();
         let keys = vec![
-            Declared { key: "a".into(), decl: Decl::Absent(Some("a".into())) },
-            Declared { key: "b".into(), decl: Decl::Absent(None) },
+            Declared {
+                key: "a".into(),
+                decl: Decl::Absent(Some("a".into())),
+            },
+            Declared {
+                key: "b".into(),
+                decl: Decl::Absent(None),
+            },
         ];
         let cms = [cm("cm", keys, &[("a", "a"), ("b", "b")])];
         assert_eq!(summary(&run(&cms, &live)), ["delete a Disabled", "delete b Disabled"]);
@@ -578,7 +677,14 @@ mod tests {
         let live: LiveState = [("a".to_string(), live_of(&a, "RUNNING"))].into();
         for decl in [Decl::Rejected(Some("a".into())), Decl::Rejected(None)] {
             let cms = [cm("cm", vec![Declared { key: "a".into(), decl }], &[("a", "a")])];
-            let plan = plan_with(&cms, &live, PlanOptions { prune_unmanaged: true, auto_restart: true });
+            let plan = plan_with(
+                &cms,
+                &live,
+                PlanOptions {
+                    prune_unmanaged: true,
+                    auto_restart: true,
+                },
+            );
             assert!(plan.actions.is_empty(), "{plan:?}");
             assert!(plan.cms[0].release.is_empty());
         }
@@ -588,7 +694,11 @@ mod tests {
     fn deleted_configmaps_delete_their_connectors_but_not_ones_moved_elsewhere() {
         let a = connector("a", &[], None);
         let moved = connector("moved", &[], None);
-        let live: LiveState = [("a".to_string(), live_of(&a, "RUNNING")), ("moved".into(), live_of(&moved, "RUNNING"))].into();
+        let live: LiveState = [
+            ("a".to_string(), live_of(&a, "RUNNING")),
+            ("moved".into(), live_of(&moved, "RUNNING")),
+        ]
+        .into();
         let mut gone = cm("gone", vec![], &[("a", "a"), ("moved", "m")]);
         gone.deleting = true;
         gone.has_finalizer = true;
@@ -623,21 +733,38 @@ mod tests {
         let cms = [cm("cm", vec![apply("a", a.clone())], &[])];
         let mut memory = PlanMemory::default();
         memory.worker_rejected.insert("a".into(), config_hash(&a.config));
-        assert!(plan(&cms, &LiveState::new(), &memory, PlanOptions::default()).actions.is_empty());
+        assert!(
+            plan(&cms, &LiveState::new(), &memory, PlanOptions::default())
+                .actions
+                .is_empty()
+        );
         memory.worker_rejected.insert("a".into(), "sha256:older".into());
-        assert_eq!(summary(&plan(&cms, &LiveState::new(), &memory, PlanOptions::default())), ["put a Created"]);
+        assert_eq!(
+            summary(&plan(&cms, &LiveState::new(), &memory, PlanOptions::default())),
+            ["put a Created"]
+        );
     }
 
     #[test]
     fn failed_connectors_are_restarted_only_when_asked_and_due() {
         let a = connector("a", &[], None);
         let mut failed = live_of(&a, "RUNNING");
-        failed.status.as_mut().unwrap().tasks.push(TaskStatus { id: 0, state: "FAILED".into(), trace: Some("boom".into()) });
+        failed.status.as_mut().unwrap().tasks.push(TaskStatus {
+            id: 0,
+            state: "FAILED".into(),
+            trace: Some("boom".into()),
+        });
         let live: LiveState = [("a".to_string(), failed)].into();
         let cms = [cm("cm", vec![apply("a", a)], &[])];
-        let on = PlanOptions { prune_unmanaged: false, auto_restart: true };
+        let on = PlanOptions {
+            prune_unmanaged: false,
+            auto_restart: true,
+        };
         assert!(plan(&cms, &live, &PlanMemory::default(), on).actions.is_empty());
-        let memory = PlanMemory { restart_ready: ["a".to_string()].into(), ..PlanMemory::default() };
+        let memory = PlanMemory {
+            restart_ready: ["a".to_string()].into(),
+            ..PlanMemory::default()
+        };
         assert_eq!(summary(&plan(&cms, &live, &memory, on)), ["restart a"]);
         assert!(plan(&cms, &live, &memory, PlanOptions::default()).actions.is_empty());
     }
@@ -669,7 +796,11 @@ mod tests {
 
     #[test]
     fn traces_are_shortened_and_masked() {
-        let t = shorten_trace("org.x.Boom: cannot log in with s3cr3t-pw\n\tat a.b.C", &["s3cr3t-pw", "ab"], 200);
+        let t = shorten_trace(
+            "org.x.Boom: cannot log in with s3cr3t-pw\n\tat a.b.C",
+            &["s3cr3t-pw", "ab"],
+            200,
+        );
         assert_eq!(t, "org.x.Boom: cannot log in with ****");
         assert_eq!(shorten_trace(&"x".repeat(50), &[], 10), format!("{}…", "x".repeat(10)));
     }

@@ -26,7 +26,12 @@ pub struct PluginCache {
 
 impl PluginCache {
     pub fn new(client: ConnectClient, metrics: Metrics) -> Self {
-        Self { client, metrics, cached: RwLock::default(), fetching: tokio::sync::Mutex::new(()) }
+        Self {
+            client,
+            metrics,
+            cached: RwLock::default(),
+            fetching: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn catalog(&self) -> Option<Arc<Catalog>> {
@@ -69,7 +74,12 @@ impl PluginCache {
     pub async fn refresh_after_miss(&self, min_age: Duration) -> Option<Arc<Catalog>> {
         let before = self.catalog();
         let _one = self.fetching.lock().await;
-        let fresh = self.cached.read().expect("not poisoned").fetched.is_some_and(|t| t.elapsed() < min_age);
+        let fresh = self
+            .cached
+            .read()
+            .expect("not poisoned")
+            .fetched
+            .is_some_and(|t| t.elapsed() < min_age);
         let after = if fresh { self.catalog() } else { self.fetch().await };
         (after != before).then_some(after).flatten()
     }
@@ -113,10 +123,16 @@ mod tests {
         let cache = PluginCache::new(ConnectClient::new(&url), Metrics::new().0);
         assert!(cache.refresh().await.unwrap().resolve("A").is_some());
         *body.lock().unwrap() = r#"[{"class": "a.AConnector"}, {"class": "b.BConnector"}]"#.into();
-        assert!(cache.refresh_after_miss(Duration::from_secs(3600)).await.is_none(), "fresh lists are not refetched");
+        assert!(
+            cache.refresh_after_miss(Duration::from_secs(3600)).await.is_none(),
+            "fresh lists are not refetched"
+        );
         let fresh = cache.refresh_after_miss(Duration::ZERO).await.expect("a changed list");
         assert!(fresh.resolve("B").is_some());
-        assert!(cache.refresh_after_miss(Duration::ZERO).await.is_none(), "unchanged list");
+        assert!(
+            cache.refresh_after_miss(Duration::ZERO).await.is_none(),
+            "unchanged list"
+        );
     }
 
     #[tokio::test]
@@ -127,6 +143,11 @@ mod tests {
         cache.refresh().await;
         *body.lock().unwrap() = "not json".into();
         assert!(cache.refresh().await.is_some());
-        assert!(cache.last_error().unwrap().contains("not a GET /connector-plugins response"));
+        assert!(
+            cache
+                .last_error()
+                .unwrap()
+                .contains("not a GET /connector-plugins response")
+        );
     }
 }

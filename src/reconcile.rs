@@ -165,14 +165,17 @@ pub async fn run(
 /// Whether connect-gate has business with a ConfigMap: it is labelled, or it still carries the
 /// finalizer (its label was removed: its connectors must be deleted and the finalizer released).
 fn ours(cm: &ConfigMap) -> bool {
-    is_connector_configmap(cm.metadata.labels.as_ref()) || cm.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+    is_connector_configmap(cm.metadata.labels.as_ref())
+        || cm.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
 }
 
 /// Keeps the store of the namespace's ConfigMaps and signals changes that matter to connect-gate
 /// (not its own annotation writes). The watch is not label-selected, so that a ConfigMap whose
 /// label is removed stays in view until its finalizer is released. It resumes with backoff.
 async fn watch_configmaps(api: Api<ConfigMap>, writer: reflector::store::Writer<ConfigMap>, notify: Arc<Notify>) {
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
     futures::pin_mut!(stream);
     let mut seen: HashMap<String, u64> = HashMap::new();
     while let Some(event) = stream.next().await {
@@ -772,11 +775,15 @@ impl Reconciler {
                     .cloned()
                     .collect();
                 // Our annotations go too: a released (unlabelled) ConfigMap stays behind.
-                let annotations: serde_json::Map<String, Value> =
-                    [ANNOTATION_CONNECTORS, ANNOTATION_APPLIED, ANNOTATION_STATUS, ANNOTATION_LAST_ERROR]
-                        .into_iter()
-                        .map(|k| (k.to_string(), Value::Null))
-                        .collect();
+                let annotations: serde_json::Map<String, Value> = [
+                    ANNOTATION_CONNECTORS,
+                    ANNOTATION_APPLIED,
+                    ANNOTATION_STATUS,
+                    ANNOTATION_LAST_ERROR,
+                ]
+                .into_iter()
+                .map(|k| (k.to_string(), Value::Null))
+                .collect();
                 let patch = json!({ "metadata": {
                     "finalizers": finalizers,
                     "annotations": annotations,

@@ -24,9 +24,7 @@ async fn apiserver_namespace_and_configmap_with_kubectl() {
     let other_ns = format!("{}-k", env.namespace);
     env.kubectl_ok(&["create", "namespace", &other_ns]);
     env.kubectl_ok(&["create", "configmap", "from-kubectl", "--from-literal=greeting=hello"]);
-    env.kubectl_apply(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  source: kubectl-apply\n",
-    );
+    env.kubectl_apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  source: kubectl-apply\n");
 
     // ... read back through the kube crate.
     let cm = env.api::<ConfigMap>().get("from-kubectl").await.unwrap();
@@ -38,7 +36,13 @@ async fn apiserver_namespace_and_configmap_with_kubectl() {
 
     // The extra namespace is ours to clean up (TestEnv only owns env.namespace).
     support::delete_namespace(&env.kube, &other_ns).await;
-    assert!(Api::<Namespace>::all(env.kube.clone()).get_opt(&other_ns).await.unwrap().is_none());
+    assert!(
+        Api::<Namespace>::all(env.kube.clone())
+            .get_opt(&other_ns)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -50,7 +54,10 @@ async fn apiserver_namespace_and_configmap_with_kube_crate() {
         "data": {"answer": "42"}
     }))
     .unwrap();
-    env.api::<ConfigMap>().create(&PostParams::default(), &cm).await.unwrap();
+    env.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
 
     // ... read back with kubectl.
     let answer = env.kubectl_ok(&["get", "configmap", "from-kube", "-o", "jsonpath={.data.answer}"]);
@@ -78,7 +85,12 @@ async fn connect_worker_lists_file_stream_plugins() {
     let env = TestEnv::new("connect_plugins").await;
     let (status, body) = env.connect.get("/connector-plugins").await;
     assert_eq!(status, 200, "{body}");
-    let classes: Vec<&str> = body.as_array().unwrap().iter().filter_map(|p| p["class"].as_str()).collect();
+    let classes: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["class"].as_str())
+        .collect();
     for expected in [
         "org.apache.kafka.connect.file.FileStreamSourceConnector",
         "org.apache.kafka.connect.file.FileStreamSinkConnector",
@@ -126,7 +138,9 @@ async fn file_stream_source_connector_runs_and_is_deleted() {
             let (code, s) = connect.get(&format!("/connectors/{name}/status")).await;
             let running = code == 200
                 && s["connector"]["state"] == "RUNNING"
-                && s["tasks"].as_array().is_some_and(|t| t.len() == 1 && t[0]["state"] == "RUNNING");
+                && s["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.len() == 1 && t[0]["state"] == "RUNNING");
             if running { Ok(s) } else { Err(format!("{code} {s}")) }
         }
     })
@@ -140,7 +154,11 @@ async fn file_stream_source_connector_runs_and_is_deleted() {
         let name = name.clone();
         async move {
             let (code, body) = connect.get(&format!("/connectors/{name}")).await;
-            if code == 404 { Ok(()) } else { Err(format!("{code} {body}")) }
+            if code == 404 {
+                Ok(())
+            } else {
+                Err(format!("{code} {body}"))
+            }
         }
     })
     .await;
@@ -179,8 +197,19 @@ async fn cleanup_removes_namespace_objects_and_connectors() {
 
     env.cleanup().await;
 
-    assert!(!env.connect.connectors().await.contains(&name), "connector {name} survived cleanup");
+    assert!(
+        !env.connect.connectors().await.contains(&name),
+        "connector {name} survived cleanup"
+    );
     // No namespace controller runs in the stack; cleanup empties and finalizes the namespace itself.
-    let ns = Api::<Namespace>::all(env.kube.clone()).get_opt(&env.namespace).await.unwrap();
-    assert!(ns.is_none(), "namespace {} survived cleanup: {:?}", env.namespace, ns.and_then(|n| n.status));
+    let ns = Api::<Namespace>::all(env.kube.clone())
+        .get_opt(&env.namespace)
+        .await
+        .unwrap();
+    assert!(
+        ns.is_none(),
+        "namespace {} survived cleanup: {:?}",
+        env.namespace,
+        ns.and_then(|n| n.status)
+    );
 }

@@ -15,7 +15,11 @@ use support::{TestEnv, eventually};
 const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `connect-gate serve --no-reconcile` process with its own certificates, registered as the
@@ -42,7 +46,15 @@ impl Gate {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let status = Command::new(BIN)
-            .args(["certs", "--out", certs.to_str().unwrap(), "--ip", "127.0.0.1", "--dns", "localhost"])
+            .args([
+                "certs",
+                "--out",
+                certs.to_str().unwrap(),
+                "--ip",
+                "127.0.0.1",
+                "--dns",
+                "localhost",
+            ])
             .status()
             .unwrap();
         assert!(status.success(), "connect-gate certs failed");
@@ -82,7 +94,13 @@ impl Gate {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let mut gate = Gate { child, dir, port, metrics_port, registrations: vec![] };
+        let mut gate = Gate {
+            child,
+            dir,
+            port,
+            metrics_port,
+            registrations: vec![],
+        };
         let client = gate.https_client();
         let url = format!("https://127.0.0.1:{port}/{}", if ready { "readyz" } else { "healthz" });
         eventually("the webhook to be ready", Duration::from_secs(30), || async {
@@ -132,15 +150,28 @@ impl Gate {
         }
         // The apiserver picks registrations up asynchronously: wait until a denial shows.
         let probe = configmap("probe", &[("p.json", r#"{"name": "x", "config": {}}"#)]);
-        eventually("the webhook registration to take effect", Duration::from_secs(30), || async {
-            let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&probe));
-            if out.status.success() { Err("not denied yet".into()) } else { Ok(()) }
-        })
+        eventually(
+            "the webhook registration to take effect",
+            Duration::from_secs(30),
+            || async {
+                let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&probe));
+                if out.status.success() {
+                    Err("not denied yet".into())
+                } else {
+                    Ok(())
+                }
+            },
+        )
         .await;
     }
 
     async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     fn certs_dir(&self) -> PathBuf {
@@ -189,7 +220,11 @@ fn dry_run(env: &TestEnv, manifest: &str, server_side: bool) -> (bool, String) {
         args.insert(1, "--server-side");
     }
     let out = env.kubectl_with_stdin(&args, Some(manifest));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -198,28 +233,67 @@ async fn dry_run_denials_name_the_cause() {
     let env = TestEnv::new("webhook-denials").await;
     let gate = Gate::start(&env, &[]).await;
 
-    let undefined = configmap("undefined-var", &[("c.json", &sink("a").replace("$ORDERS_TOPIC", "$ORDERS_TOPIK"))]);
+    let undefined = configmap(
+        "undefined-var",
+        &[("c.json", &sink("a").replace("$ORDERS_TOPIC", "$ORDERS_TOPIK"))],
+    );
     let (ok, text) = dry_run(&env, &undefined, false);
     assert!(!ok, "{text}");
-    assert!(text.contains("admission webhook") && text.contains("denied the request"), "{text}");
-    assert!(text.contains("undefined variable $ORDERS_TOPIK") && text.contains("$ORDERS_TOPIC"), "{text}");
-    assert!(text.contains(&format!("ConfigMap {}/undefined-var", env.namespace)), "{text}");
+    assert!(
+        text.contains("admission webhook") && text.contains("denied the request"),
+        "{text}"
+    );
+    assert!(
+        text.contains("undefined variable $ORDERS_TOPIK") && text.contains("$ORDERS_TOPIC"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ConfigMap {}/undefined-var", env.namespace)),
+        "{text}"
+    );
 
-    let unknown = configmap("unknown-class", &[("c.json", &sink("b").replace("FileStreamSink", "FileStreamSinc"))]);
+    let unknown = configmap(
+        "unknown-class",
+        &[("c.json", &sink("b").replace("FileStreamSink", "FileStreamSinc"))],
+    );
     let (ok, text) = dry_run(&env, &unknown, false);
     assert!(!ok);
-    assert!(text.contains(r#"connector.class "FileStreamSinc" is not installed"#), "{text}");
-    assert!(text.contains("org.apache.kafka.connect.file.FileStreamSinkConnector"), "{text}");
+    assert!(
+        text.contains(r#"connector.class "FileStreamSinc" is not installed"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("org.apache.kafka.connect.file.FileStreamSinkConnector"),
+        "{text}"
+    );
 
-    let two_bad = configmap("two-bad", &[("a.json", "{"), ("b.json", r#"{"name": "b", "config": {"connector.class": "Nope"}}"#)]);
+    let two_bad = configmap(
+        "two-bad",
+        &[
+            ("a.json", "{"),
+            ("b.json", r#"{"name": "b", "config": {"connector.class": "Nope"}}"#),
+        ],
+    );
     let (ok, text) = dry_run(&env, &two_bad, false);
     assert!(!ok);
-    assert!(text.contains("rejected 2 connector(s)") && text.contains("key a.json") && text.contains("key b.json"), "{text}");
+    assert!(
+        text.contains("rejected 2 connector(s)") && text.contains("key a.json") && text.contains("key b.json"),
+        "{text}"
+    );
 
     // Nothing was created by any of these.
-    assert!(env.kubectl_ok(&["get", "configmaps", "-l", "destination=connect", "-o", "name"]).trim().is_empty());
+    assert!(
+        env.kubectl_ok(&["get", "configmaps", "-l", "destination=connect", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
     let metrics = gate.metrics().await;
-    assert!(metrics.contains(r#"connect_gate_admission_requests_total{webhook="validate",operation="CREATE",verdict="denied"}"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"connect_gate_admission_requests_total{webhook="validate",operation="CREATE",verdict="denied"}"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -240,14 +314,24 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
     let cc = configmap_labelled(
         "cloud",
         &[("destination.cc", "cc.env.dev"), ("enabled", "false")],
-        &[("c.json", r#"{"name": "cloud-sink", "config": {"connector.class": "BigQuerySink", "keyfile": env.NOT_HERE}}"#)],
+        &[(
+            "c.json",
+            r#"{"name": "cloud-sink", "config": {"connector.class": "BigQuerySink", "keyfile": env.NOT_HERE}}"#,
+        )],
     );
     let (ok, text) = dry_run(&env, &cc, false);
     assert!(ok, "{text}");
     assert!(text.contains("Warning:") && text.contains("destination.cc"), "{text}");
 
     // Free the ConfigMap for cleanup: no reconciler runs in this test.
-    env.kubectl_ok(&["patch", "configmap", "good", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    env.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "good",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
 }
 
 #[tokio::test]
@@ -256,14 +340,26 @@ async fn server_side_apply_of_a_set_with_one_bad_configmap_fails() {
     let _gate = Gate::start(&env, &[]).await;
     let set = [
         configmap("first-good", &[("a.json", &sink(&env.connector_name("a")))]),
-        configmap("the-bad-one", &[("b.json", r#"{"name": "b", "config": {"connector.class": "FileStreamSink", "topics": $MISSING}}"#)]),
+        configmap(
+            "the-bad-one",
+            &[(
+                "b.json",
+                r#"{"name": "b", "config": {"connector.class": "FileStreamSink", "topics": $MISSING}}"#,
+            )],
+        ),
         configmap("second-good", &[("c.json", &sink(&env.connector_name("c")))]),
     ]
     .join("\n---\n");
     let (ok, text) = dry_run(&env, &set, true);
     assert!(!ok, "{text}");
-    assert!(text.contains("the-bad-one") && text.contains("undefined variable $MISSING"), "{text}");
-    assert!(!text.contains("first-good\" is forbidden") && !text.contains("second-good\" is forbidden"), "{text}");
+    assert!(
+        text.contains("the-bad-one") && text.contains("undefined variable $MISSING"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("first-good\" is forbidden") && !text.contains("second-good\" is forbidden"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -296,7 +392,10 @@ async fn certificate_rotation_drops_no_request() {
                 let c = if i % 2 == 0 {
                     &client
                 } else {
-                    fresh = reqwest::Client::builder().add_root_certificate(ca.clone()).build().unwrap();
+                    fresh = reqwest::Client::builder()
+                        .add_root_certificate(ca.clone())
+                        .build()
+                        .unwrap();
                     &fresh
                 };
                 match c.post(&url).json(&review).send().await {
@@ -311,14 +410,31 @@ async fn certificate_rotation_drops_no_request() {
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let status = Command::new(BIN)
-            .args(["certs", "--out", certs.to_str().unwrap(), "--ip", "127.0.0.1", "--dns", "localhost"])
+            .args([
+                "certs",
+                "--out",
+                certs.to_str().unwrap(),
+                "--ip",
+                "127.0.0.1",
+                "--dns",
+                "localhost",
+            ])
             .status()
             .unwrap();
         assert!(status.success());
     }
     let failures = load.await.unwrap();
-    assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert_ne!(before, std::fs::read(certs.join("tls.crt")).unwrap(), "the certificate was rotated");
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_ne!(
+        before,
+        std::fs::read(certs.join("tls.crt")).unwrap(),
+        "the certificate was rotated"
+    );
     let metrics = gate.metrics().await;
     assert!(metrics.contains("connect_gate_cert_reloads_total"), "{metrics}");
 }
@@ -328,7 +444,13 @@ async fn worker_validator_and_plugin_policy() {
     let env = TestEnv::new("webhook-worker").await;
     // The worker's own validator: a sink without topics is invalid to Connect, not to the template.
     let gate = Gate::start(&env, &["--validate-with-worker"]).await;
-    let no_topics = configmap("no-topics", &[("s.json", r#"{"name": "s", "config": {"connector.class": "FileStreamSink"}}"#)]);
+    let no_topics = configmap(
+        "no-topics",
+        &[(
+            "s.json",
+            r#"{"name": "s", "config": {"connector.class": "FileStreamSink"}}"#,
+        )],
+    );
     let (ok, text) = dry_run(&env, &no_topics, false);
     assert!(!ok, "{text}");
     assert!(text.contains("the worker rejects config key `topics`"), "{text}");
@@ -343,7 +465,10 @@ async fn worker_validator_and_plugin_policy() {
     let gate = Gate::start(&env2, &["--connect-url", &dead]).await;
     let (ok, text) = dry_run(&env2, &good, false);
     assert!(ok, "{text}");
-    assert!(text.contains("Warning:") && text.contains("plugin check skipped"), "{text}");
+    assert!(
+        text.contains("Warning:") && text.contains("plugin check skipped"),
+        "{text}"
+    );
     drop(gate);
     let env3 = TestEnv::new("webhook-deny").await;
     let gate = Gate::start_unready(&env3, &["--connect-url", &dead, "--on-plugins-unavailable", "deny"]).await;
@@ -358,7 +483,13 @@ async fn bad_bodies_get_errors_not_panics() {
     let gate = Gate::start(&env, &[]).await;
     let client = gate.https_client();
     let base = format!("https://127.0.0.1:{}", gate.port);
-    for body in ["", "{", "[]", r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#, "\u{0}\u{1}"] {
+    for body in [
+        "",
+        "{",
+        "[]",
+        r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
+        "\u{0}\u{1}",
+    ] {
         for path in ["/validate", "/mutate"] {
             let r = client.post(format!("{base}{path}")).body(body).send().await.unwrap();
             assert_eq!(r.status(), 400, "{path} {body:?}");
@@ -366,7 +497,10 @@ async fn bad_bodies_get_errors_not_panics() {
     }
     let huge = vec![b'x'; 8 << 20];
     let r = client.post(format!("{base}/validate")).body(huge).send().await;
-    assert!(r.map(|r| r.status() == 413).unwrap_or(true), "an oversized body is refused");
+    assert!(
+        r.map(|r| r.status() == 413).unwrap_or(true),
+        "an oversized body is refused"
+    );
     let r = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(r.status().is_success());
     // Still serving after all that.

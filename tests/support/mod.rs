@@ -63,9 +63,11 @@ pub fn stack() -> &'static Stack {
 fn stack_from_env() -> Result<Stack, String> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if var("CONNECT_GATE_STACK_ATTACH").as_deref() != Some("1") {
-        return Err("CONNECT_GATE_STACK_ATTACH=1 is not set (it is exported by tests/stack/up; required \
+        return Err(
+            "CONNECT_GATE_STACK_ATTACH=1 is not set (it is exported by tests/stack/up; required \
              so that a KUBECONFIG of your own is never used by these tests)"
-            .into());
+                .into(),
+        );
     }
     let missing: Vec<&str> = ["KUBECONFIG", "CONNECT_URL", "KAFKA_BOOTSTRAP", "STACK_DIR"]
         .into_iter()
@@ -77,14 +79,20 @@ fn stack_from_env() -> Result<Stack, String> {
     let kubeconfig = PathBuf::from(var("KUBECONFIG").unwrap());
     let stack_dir = PathBuf::from(var("STACK_DIR").unwrap());
     if !stack_dir.join(".connect-gate-stack").exists() {
-        return Err(format!("STACK_DIR={} is not a running connect-gate test stack", stack_dir.display()));
+        return Err(format!(
+            "STACK_DIR={} is not a running connect-gate test stack",
+            stack_dir.display()
+        ));
     }
     // Belt and braces: only ever talk to an API server on loopback.
     let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| format!("cannot read KUBECONFIG: {e}"))?;
     for c in &kc.clusters {
         let server = c.cluster.as_ref().and_then(|c| c.server.clone()).unwrap_or_default();
         if !(server.starts_with("https://127.0.0.1:") || server.starts_with("https://localhost:")) {
-            return Err(format!("KUBECONFIG cluster {} points at {server}, not at the loopback test stack", c.name));
+            return Err(format!(
+                "KUBECONFIG cluster {} points at {server}, not at the loopback test stack",
+                c.name
+            ));
         }
     }
     Ok(Stack {
@@ -165,7 +173,11 @@ impl ConnectClient {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("reqwest client");
-        Self { url: url.trim_end_matches('/').to_string(), http, auth: None }
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            http,
+            auth: None,
+        }
     }
 
     pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
@@ -177,7 +189,10 @@ impl ConnectClient {
     /// (`Value::String` if it is not JSON, `Value::Null` if empty).
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
         let url = format!("{}/{}", self.url, path.trim_start_matches('/'));
-        let mut req = self.http.request(method.clone(), &url).header("accept", "application/json");
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("accept", "application/json");
         if let Some((u, p)) = &self.auth {
             req = req.basic_auth(u, Some(p));
         }
@@ -186,7 +201,10 @@ impl ConnectClient {
         }
         let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
+        let text = resp
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
         let value = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -369,7 +387,12 @@ impl TestEnv {
             let read = |f: &str| std::fs::read_to_string(dir.join(f)).expect("worker credentials");
             (read("user"), read("password"))
         });
-        Worker { name, url, basic_auth, stopped: false }
+        Worker {
+            name,
+            url,
+            basic_auth,
+            stopped: false,
+        }
     }
 
     /// Cleans up now (also done on drop). Idempotent.
@@ -382,9 +405,16 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         // Drop can't be async and may run inside the test's runtime, so clean up
         // from a fresh thread with its own runtime and its own clients.
-        let (ns, prefix, url) = (self.namespace.clone(), self.connector_prefix.clone(), self.connect_url.clone());
+        let (ns, prefix, url) = (
+            self.namespace.clone(),
+            self.connector_prefix.clone(),
+            self.connect_url.clone(),
+        );
         let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let kube = kube_client().await;
                 cleanup(&kube, &ConnectClient::new(&url), &ns, &prefix).await;
@@ -443,7 +473,10 @@ pub async fn purge_namespace(kube: &kube::Client, namespace: &str) -> Vec<String
                             continue;
                         }
                         let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), namespace, &ar);
-                        if let Err(e) = api.delete_collection(&DeleteParams::default(), &ListParams::default()).await {
+                        if let Err(e) = api
+                            .delete_collection(&DeleteParams::default(), &ListParams::default())
+                            .await
+                        {
                             problems.push(format!("deletecollection {} in {namespace}: {e}", ar.plural));
                         }
                     }
@@ -462,7 +495,10 @@ pub async fn purge_namespace(kube: &kube::Client, namespace: &str) -> Vec<String
             if let Some(spec) = ns.spec.as_mut() {
                 spec.finalizers = Some(vec![]);
             }
-            if let Err(e) = namespaces.replace_subresource("finalize", namespace, &PostParams::default(), &ns).await {
+            if let Err(e) = namespaces
+                .replace_subresource("finalize", namespace, &PostParams::default(), &ns)
+                .await
+            {
                 problems.push(format!("finalize namespace {namespace}: {e}"));
             }
         }
@@ -495,7 +531,12 @@ pub fn kubectl_in(namespace: Option<&str>, args: &[&str], stdin: Option<&str>) -
         .spawn()
         .unwrap_or_else(|e| panic!("running {kubectl} (is the stack's bin dir on PATH? {HOW_TO_RUN}): {e}"));
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).expect("kubectl stdin");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .expect("kubectl stdin");
     }
     child.wait_with_output().expect("kubectl output")
 }
