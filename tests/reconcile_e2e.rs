@@ -438,16 +438,27 @@ async fn disable_reenable_rename_and_remove_a_key() {
     wait_status(&env, "released", &a, "RUNNING").await;
     merge(&env, "released", json!({"metadata": {"labels": {"destination": null}}})).await;
     wait_absent(&env.connect_url, &a).await;
-    eventually("the released ConfigMap to lose finalizer and annotations", WAIT, || async {
-        let cm = env.api::<ConfigMap>().get("released").await.map_err(|e| e.to_string())?;
-        let finalizers = cm.metadata.finalizers.unwrap_or_default();
-        let annotations = cm.metadata.annotations.unwrap_or_default();
-        if finalizers.is_empty() && !annotations.keys().any(|k| k.starts_with("connect-gate.io/")) {
-            Ok(())
-        } else {
-            Err(format!("finalizers {finalizers:?}, annotations {:?}", annotations.keys()))
-        }
-    })
+    eventually(
+        "the released ConfigMap to lose finalizer and annotations",
+        WAIT,
+        || async {
+            let cm = env
+                .api::<ConfigMap>()
+                .get("released")
+                .await
+                .map_err(|e| e.to_string())?;
+            let finalizers = cm.metadata.finalizers.unwrap_or_default();
+            let annotations = cm.metadata.annotations.unwrap_or_default();
+            if finalizers.is_empty() && !annotations.keys().any(|k| k.starts_with("connect-gate.io/")) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "finalizers {finalizers:?}, annotations {:?}",
+                    annotations.keys()
+                ))
+            }
+        },
+    )
     .await;
 }
 
