@@ -17,7 +17,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -26,9 +26,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::discovery::Discovery;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{TestEnv, eventually};
+use support::{BIN, Process, TestEnv, eventually, free_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
 const WAIT: Duration = Duration::from_secs(90);
 const FINALIZER: &str = "connect-gate.io/cleanup";
 
@@ -518,14 +517,6 @@ fn relocate(mut object: Value, sa_ns: &str, cm_ns: &str) -> Value {
     object
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A kubeconfig for the stack's API server that authenticates with `token` only.
 fn token_kubeconfig(dir: &Path, token: &str) -> PathBuf {
     let out = support::kubectl_in(
@@ -566,24 +557,6 @@ fn can_i(kubeconfig: &Path, verb: &str, resource: &str, ns: &str) -> bool {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim() == "yes"
-}
-
-struct Sidecar {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Sidecar {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
@@ -663,36 +636,26 @@ async fn reconciler_works_with_exactly_the_shipped_rbac() {
     let identity = format!("deploy-e2e-{}", support::random_suffix());
     let vars = dir.path().join("vars");
     std::fs::create_dir(&vars).unwrap();
-    let log = dir.path().join("serve.log");
-    let out_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--no-webhook",
-            "--namespace",
-            &env.namespace,
-            "--connect-url",
-            &env.connect_url,
-        ])
-        .arg("--vars-dir")
-        .arg(&vars)
-        .args([
-            "--resync",
-            "2s",
-            "--lease-duration",
-            "4s",
-            "--metrics-listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", &identity)
-        .env("CONNECT_GATE_LOG", "info,connect_gate=debug")
-        .stdout(out_file.try_clone().unwrap())
-        .stderr(out_file)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let sidecar = Sidecar { child, log };
+    let args: Vec<String> = [
+        "serve",
+        "--no-webhook",
+        "--namespace",
+        &env.namespace,
+        "--connect-url",
+        &env.connect_url,
+        "--vars-dir",
+        vars.to_str().unwrap(),
+        "--resync",
+        "2s",
+        "--lease-duration",
+        "4s",
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]
+    .map(String::from)
+    .into();
+    let envs = [("KUBECONFIG", kubeconfig.as_os_str()), ("POD_NAME", identity.as_ref())];
+    let sidecar = Process::spawn(&args, &envs, dir.path().join("serve.log"));
 
     let connector = env.connector_name("file-source");
     let input = dir.path().join("in.txt");
@@ -726,7 +689,7 @@ async fn reconciler_works_with_exactly_the_shipped_rbac() {
         } else {
             Err(format!(
                 "finalizer {finalized}, status {status:?}; log:\n{}",
-                tail(&sidecar.log())
+                sidecar.log_tail()
             ))
         }
     })
@@ -775,13 +738,8 @@ async fn reconciler_works_with_exactly_the_shipped_rbac() {
         assert!(
             !log.contains(word),
             "the reconciler was denied something ({word}):\n{}",
-            tail(&log)
+            sidecar.log_tail()
         );
     }
     drop(sidecar);
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

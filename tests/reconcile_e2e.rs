@@ -5,17 +5,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{TestEnv, eventually};
+use support::{Process, TestEnv, eventually, free_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
 const WAIT: Duration = Duration::from_secs(90);
 const FINALIZER: &str = "connect-gate.io/cleanup";
 const SOURCE: &str = "org.apache.kafka.connect.file.FileStreamSourceConnector";
@@ -31,18 +30,9 @@ fn test_dir() -> tempfile::TempDir {
     dir
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `connect-gate serve --no-webhook` process reconciling the test's namespace.
 struct Sidecar {
-    child: Child,
-    log: PathBuf,
+    process: Process,
     metrics_port: u16,
 }
 
@@ -89,42 +79,29 @@ impl Sidecar {
         .map(String::from)
         .into();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(BIN);
+        let mut envs: Vec<(&str, &std::ffi::OsStr)> = vec![("POD_NAME", identity.as_ref())];
         if let Some(kubeconfig) = kubeconfig {
-            command.env("KUBECONFIG", kubeconfig);
+            envs.push(("KUBECONFIG", kubeconfig.as_os_str()));
         }
-        let child = command
-            .args(&args)
-            .env("POD_NAME", identity)
-            .env("CONNECT_GATE_LOG", "info,connect_gate=debug")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
         Sidecar {
-            child,
-            log,
+            process: Process::spawn(&args, &envs, log),
             metrics_port,
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
-    /// SIGKILL: no lease release, no cleanup.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     async fn metrics(&self) -> Result<String, String> {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         match reqwest::get(&url).await {
             Ok(r) => r.text().await.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("{e}; log tail: {}", tail(&self.log()))),
+            Err(e) => Err(format!("{e}; log tail: {}", self.process.log_tail())),
         }
     }
 
@@ -135,12 +112,6 @@ impl Sidecar {
     }
 }
 
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn sum_metric(text: &str, metric: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -148,11 +119,6 @@ fn sum_metric(text: &str, metric: &str, labels: &[&str]) -> f64 {
         .filter(|l| labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A FileStreamSource template reading `file` into `topic`; `extra` is spliced into config.
@@ -629,7 +595,7 @@ async fn two_replicas_only_the_leader_applies_and_the_other_takes_over() {
         if l == 1.0 {
             Ok(())
         } else {
-            Err(format!("leader={l}; log: {}", tail(&follower.log())))
+            Err(format!("leader={l}; log: {}", follower.process.log_tail()))
         }
     })
     .await;
@@ -881,5 +847,5 @@ async fn works_with_only_the_documented_rbac() {
     wait_event(&env, "cm", "Applied", &name).await;
     delete_and_wait_gone(&env, "cm").await;
     wait_absent(&env.connect_url, &name).await;
-    assert!(!sidecar.log().contains("forbidden"), "{}", tail(&sidecar.log()));
+    assert!(!sidecar.log().contains("forbidden"), "{}", sidecar.process.log_tail());
 }

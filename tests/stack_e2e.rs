@@ -1,6 +1,6 @@
 //! End-to-end checks of the test stack itself: a real kube-apiserver and a real
 //! Kafka Connect worker, reached the way connect-gate's own e2e tests reach them.
-//! Run with `tests/run-e2e` (starts and stops the stack). Never skipped: without
+//! Run with `tests/run` (starts and stops the stack). Never skipped: without
 //! the stack every test here fails with instructions.
 
 mod support;

@@ -5,27 +5,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use support::{TestEnv, eventually};
-
-const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{BIN, Process, TestEnv, eventually, free_port};
 
 /// A `connect-gate serve --no-reconcile` process with its own certificates, registered as the
 /// validating and mutating webhook for one test namespace only.
 struct Gate {
-    child: Child,
+    process: Process,
     dir: tempfile::TempDir,
     port: u16,
     metrics_port: u16,
@@ -85,17 +75,9 @@ impl Gate {
             args.extend(["--connect-url".to_string(), env.connect_url.clone()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(&args)
-            .env("CONNECT_GATE_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let process = Process::spawn(&args, &[], dir.path().join("serve.log"));
         let mut gate = Gate {
-            child,
+            process,
             dir,
             port,
             metrics_port,
@@ -107,7 +89,7 @@ impl Gate {
             match client.get(&url).send().await {
                 Ok(r) if r.status().is_success() => Ok(()),
                 Ok(r) => Err(format!("readyz {}", r.status())),
-                Err(e) => Err(format!("{e}; log: {}", gate.log())),
+                Err(e) => Err(format!("{e}; log: {}", gate.process.log_tail())),
             }
         })
         .await;
@@ -125,10 +107,6 @@ impl Gate {
             .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem()).unwrap())
             .build()
             .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Registers webhook/*.yaml as they ship, pointed at this process and scoped to the test's
@@ -184,8 +162,6 @@ impl Drop for Gate {
         for registration in &self.registrations {
             let _ = support::kubectl_in(None, &["delete", registration, "--ignore-not-found"], None);
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,7 +2,7 @@
 //! (`tests/stack/up`: etcd + kube-apiserver, a KRaft Kafka broker and a
 //! distributed Kafka Connect worker, all on loopback).
 //!
-//! The stack is started OUTSIDE the test binary, by `tests/run-e2e` (or by
+//! The stack is started OUTSIDE the test binary, by `tests/run` (or by
 //! hand: `eval "$(tests/stack/up)"`), which exports KUBECONFIG, CONNECT_URL,
 //! KAFKA_BOOTSTRAP, STACK_DIR and CONNECT_GATE_STACK_ATTACH=1. This module only
 //! attaches to it. If the stack is not there, every test that asks for it
@@ -47,7 +47,7 @@ pub struct Stack {
     pub scripts: PathBuf,
 }
 
-const HOW_TO_RUN: &str = "run the e2e tests with `tests/run-e2e` (builds and starts the real test stack, runs \
+const HOW_TO_RUN: &str = "run the e2e tests with `tests/run` (builds and starts the real test stack, runs \
      the tests, stops the stack), or start the stack by hand with `eval \"$(tests/stack/up)\"` and \
      then run `cargo test --test <name>` in that shell";
 
@@ -420,10 +420,10 @@ impl Drop for TestEnv {
                 cleanup(&kube, &ConnectClient::new(&url), &ns, &prefix).await;
             })
         });
-        if let Err(e) = handle.join() {
-            if !std::thread::panicking() {
-                std::panic::resume_unwind(e);
-            }
+        if let Err(e) = handle.join()
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(e);
         }
     }
 }
@@ -551,4 +551,62 @@ fn check_kubectl(args: &[&str], out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The connect-gate binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
+
+/// A free loopback port (bound, then released for the process under test to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A connect-gate process whose output goes to a log file; SIGKILLed on drop.
+pub struct Process {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Runs `connect-gate ARGS` with `envs` added to this process's environment.
+    pub fn spawn(args: &[String], envs: &[(&str, &std::ffi::OsStr)], log: PathBuf) -> Process {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("CONNECT_GATE_LOG", "info,connect_gate=debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 30 lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGKILL: no lease release, no cleanup.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
