@@ -121,17 +121,15 @@ impl ConnectClient {
             });
         }
         let body: ValidateResponse = response.json().await.map_err(unreachable)?;
-        let mut hidden: Vec<&str> = body
+        let hidden: Vec<&str> = body
             .configs
             .iter()
             .filter(|c| c.definition.as_ref().is_some_and(|d| d.kind == "PASSWORD"))
             .map(|c| c.value.name.as_str())
             .chain(secret_keys.iter().map(String::as_str))
             .filter_map(|k| config.get(k).map(String::as_str))
-            .filter(|v| !v.is_empty())
             .collect();
-        hidden.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        let mask = |e: &String| hidden.iter().fold(e.clone(), |e, v| e.replace(v, "****"));
+        let mask = |e: &String| crate::inputs::mask(e, &hidden);
         Ok(body
             .configs
             .into_iter()

@@ -161,6 +161,22 @@ impl LiveInputs {
     }
 }
 
+/// Masks secret values in text that leaves the process (messages, Events, annotations, logs).
+/// Values of four characters or more are masked wherever they occur; shorter ones only as a
+/// whole quoted string: they cannot be meaningful secrets, and masking them everywhere would
+/// garble every message.
+pub fn mask<S: AsRef<str>>(text: &str, values: &[S]) -> String {
+    let mut values: Vec<&str> = values.iter().map(AsRef::as_ref).filter(|v| !v.is_empty()).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.iter().fold(text.to_string(), |t, v| {
+        if v.chars().count() >= 4 {
+            t.replace(v, "****")
+        } else {
+            t.replace(&format!("{v:?}"), "\"****\"")
+        }
+    })
+}
+
 /// The original operator's naming: upper-case, `.` and `-` become `_`.
 pub fn var_name(key: &str) -> String {
     key.to_uppercase().replace(['.', '-'], "_")
@@ -232,6 +248,12 @@ fn read_env_file(file: &Path) -> Result<Vec<(String, String)>, InputError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn masks_long_values_anywhere_and_short_ones_only_when_quoted() {
+        let masked = mask(r#"bad "ab" in ab-hunter2-x"#, &["hunter2", "ab", ""]);
+        assert_eq!(masked, r#"bad "****" in ab-****-x"#);
+    }
 
     #[test]
     fn names_follow_the_original() {

@@ -431,20 +431,13 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
 /// characters, with the given secret values masked.
 pub fn shorten_trace(trace: &str, secrets: &[&str], max: usize) -> String {
     let first = trace.lines().next().unwrap_or_default().trim();
-    let masked = mask(first, secrets);
+    let masked = crate::inputs::mask(first, secrets);
     if masked.chars().count() > max {
         let cut: String = masked.chars().take(max).collect();
         format!("{cut}…")
     } else {
         masked
     }
-}
-
-/// Replaces every occurrence of each (non-trivial) secret value with `****`.
-pub fn mask(text: &str, secrets: &[&str]) -> String {
-    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets.iter().fold(text.to_string(), |t, s| t.replace(s, "****"))
 }
 
 /// Capped exponential backoff: `base * 2^attempt`, at most `cap`, with up to 20% jitter

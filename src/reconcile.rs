@@ -627,7 +627,7 @@ impl Reconciler {
             ActionError::Failed(format!(
                 "{what} answered {}: {}",
                 r.status.as_u16(),
-                plan::mask(&r.message(), secrets)
+                crate::inputs::mask(&r.message(), secrets)
             ))
         };
         match action {
@@ -649,7 +649,7 @@ impl Reconciler {
                     400 | 422 => {
                         let message = format!(
                             "Kafka Connect rejected the config: {}",
-                            plan::mask(&r.message(), secrets)
+                            crate::inputs::mask(&r.message(), secrets)
                         );
                         tracing::warn!(connector = %name, "the worker rejected the config");
                         Err(ActionError::Rejected(message))

@@ -472,12 +472,11 @@ impl Taint {
     fn new(code: &str, inputs: &TemplateInputs) -> Self {
         let vars = referenced_vars(code).into_iter().filter_map(|n| inputs.vars.get(&n));
         let env = referenced_env(code).into_iter().filter_map(|n| inputs.env.get(&n));
-        let mut values: Vec<String> = vars
+        let values = vars
             .chain(env)
             .map(|s| s.expose().to_string())
             .filter(|v| !v.is_empty())
             .collect();
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         Self { values }
     }
 
@@ -486,17 +485,8 @@ impl Taint {
         self.values.iter().any(|v| value.contains(v.as_str()))
     }
 
-    /// Masks variable values in a message. Values under four characters are left alone unless
-    /// they make up a whole quoted item: they cannot be meaningful secrets, and masking them
-    /// everywhere would garble every message.
     fn scrub(&self, text: &str) -> String {
-        self.values.iter().fold(text.to_string(), |t, v| {
-            if v.chars().count() >= 4 {
-                t.replace(v.as_str(), "****")
-            } else {
-                t.replace(&format!("{v:?}"), "\"****\"")
-            }
-        })
+        crate::inputs::mask(text, &self.values)
     }
 }
 
