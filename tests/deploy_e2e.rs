@@ -128,23 +128,12 @@ impl Namespaces {
 impl Drop for Namespaces {
     fn drop(&mut self) {
         let names = std::mem::take(&mut self.created);
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let kube = support::kube_client().await;
-                for name in names {
-                    support::delete_namespace(&kube, &name).await;
-                }
-            })
+        support::run_in_drop(async move {
+            let kube = support::kube_client().await;
+            for name in names {
+                support::delete_namespace(&kube, &name).await;
+            }
         });
-        if let Err(e) = handle.join()
-            && !std::thread::panicking()
-        {
-            std::panic::resume_unwind(e);
-        }
     }
 }
 

@@ -35,19 +35,7 @@ impl Gate {
     async fn launch(env: &TestEnv, extra: &[&str], ready: bool) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
-        let status = Command::new(BIN)
-            .args([
-                "certs",
-                "--out",
-                certs.to_str().unwrap(),
-                "--ip",
-                "127.0.0.1",
-                "--dns",
-                "localhost",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "connect-gate certs failed");
+        issue_certs(&certs);
         let vars = dir.path().join("vars");
         std::fs::create_dir(&vars).unwrap();
         std::fs::write(vars.join("topics.properties"), "orders.topic=orders\n").unwrap();
@@ -163,6 +151,24 @@ impl Drop for Gate {
             let _ = support::kubectl_in(None, &["delete", registration, "--ignore-not-found"], None);
         }
     }
+}
+
+/// `connect-gate certs` into `dir`: a new CA the first time, a new serving certificate after.
+fn issue_certs(dir: &Path) {
+    let status = Command::new(BIN)
+        .args([
+            "certs",
+            "--out",
+            dir.to_str().unwrap(),
+            "--ip",
+            "127.0.0.1",
+            "--dns",
+            "localhost",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "connect-gate certs failed");
 }
 
 /// A connector ConfigMap manifest.
@@ -385,19 +391,7 @@ async fn certificate_rotation_drops_no_request() {
     };
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let status = Command::new(BIN)
-            .args([
-                "certs",
-                "--out",
-                certs.to_str().unwrap(),
-                "--ip",
-                "127.0.0.1",
-                "--dns",
-                "localhost",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        issue_certs(&certs);
     }
     let failures = load.await.unwrap();
     assert!(

@@ -410,21 +410,27 @@ impl Drop for TestEnv {
             self.connector_prefix.clone(),
             self.connect_url.clone(),
         );
-        let handle = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let kube = kube_client().await;
-                cleanup(&kube, &ConnectClient::new(&url), &ns, &prefix).await;
-            })
+        run_in_drop(async move {
+            let kube = kube_client().await;
+            cleanup(&kube, &ConnectClient::new(&url), &ns, &prefix).await;
         });
-        if let Err(e) = handle.join()
-            && !std::thread::panicking()
-        {
-            std::panic::resume_unwind(e);
-        }
+    }
+}
+
+/// Runs async cleanup from `Drop`, which can't be async and may run inside the test's runtime:
+/// on a fresh thread with its own runtime. A failure is re-raised unless already panicking.
+pub fn run_in_drop(cleanup: impl Future<Output = ()> + Send + 'static) {
+    let handle = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cleanup)
+    });
+    if let Err(e) = handle.join()
+        && !std::thread::panicking()
+    {
+        std::panic::resume_unwind(e);
     }
 }
 
