@@ -81,6 +81,20 @@ impl ConnectorConfigMap {
     }
 }
 
+/// The connector ConfigMaps of a namespace that declare connectors now (labelled, not being
+/// deleted): what the reconciler judges together, and what admission checks names against.
+pub fn declaring<'a>(objects: impl IntoIterator<Item = &'a ConfigMap>, namespace: &str) -> Vec<ConnectorConfigMap> {
+    objects
+        .into_iter()
+        .filter(|cm| cm.metadata.deletion_timestamp.is_none())
+        .filter_map(|cm| ConnectorConfigMap::from_configmap(cm, None))
+        .map(|mut cm| {
+            cm.origin.namespace.get_or_insert_with(|| namespace.to_string());
+            cm
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {}: {source}", path.display())]

@@ -31,10 +31,10 @@ use crate::admission::FINALIZER;
 use crate::cli::parse_duration;
 use crate::connect::{ConnectError, RestResponse, connector_path};
 use crate::lease::{self, LeaseConfig};
-use crate::manifest::{ConnectorConfigMap, is_connector_configmap};
+use crate::manifest::{ConnectorConfigMap, declaring, is_connector_configmap};
 use crate::metrics::{RestLabels, ResultLabels, StateLabels};
 use crate::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, Live, LiveState, PlanMemory, PlanOptions};
-use crate::shared::Shared;
+use crate::shared::{NamespaceView, Shared};
 use crate::verdict::{Desired, PluginCheck, Verdict};
 
 /// Connectors applied from a ConfigMap: JSON `{connector: data key}`.
@@ -111,6 +111,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let (store, writer) = reflector::store();
+    // Admission checks connector names against the same ConfigMaps this pass judges.
+    let _ = shared.configmaps.set(NamespaceView {
+        namespace: namespace.clone(),
+        store: store.clone(),
+    });
     let notify = Arc::new(Notify::new());
     let watch_task = tokio::spawn(watch_configmaps(api.clone(), writer, notify.clone()));
     let identity = lease::default_identity();
@@ -316,15 +321,7 @@ impl Reconciler {
         let inputs = self.shared.inputs.current();
         let mut objects: Vec<_> = self.store.state().into_iter().filter(|cm| ours(cm)).collect();
         objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let judged: Vec<ConnectorConfigMap> = objects
-            .iter()
-            .filter(|cm| cm.metadata.deletion_timestamp.is_none())
-            .filter_map(|cm| ConnectorConfigMap::from_configmap(cm, None))
-            .map(|mut cm| {
-                cm.origin.namespace.get_or_insert_with(|| self.namespace.clone());
-                cm
-            })
-            .collect();
+        let judged = declaring(objects.iter().map(|o| o.as_ref()), &self.namespace);
         let verdicts = self.judge(&judged, &inputs).await;
         let mut by_cm: BTreeMap<String, Vec<Verdict>> = BTreeMap::new();
         for v in verdicts {

@@ -81,6 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         plugins,
         connect,
         metrics,
+        configmaps: Default::default(),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();

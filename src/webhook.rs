@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 
 use crate::admission::{self, Decision};
-use crate::manifest::ConnectorConfigMap;
+use crate::manifest::{ConnectorConfigMap, declaring};
 use crate::metrics::{AdmissionLabels, ResultLabels};
 use crate::shared::Shared;
 use crate::verdict::{PluginCheck, Verdict};
@@ -126,7 +126,8 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
 impl Webhook {
     async fn judge(&self, cm: ConnectorConfigMap) -> Decision {
         let inputs = self.shared.inputs.current();
-        let cms = [cm];
+        let origin = cm.origin.clone();
+        let cms = self.with_neighbours(cm);
         let catalog = self.shared.plugins.catalog();
         let unavailable = match (&catalog, self.on_plugins_unavailable) {
             (Some(_), _) => String::new(),
@@ -149,21 +150,43 @@ impl Webhook {
             Some(c) => PluginCheck::Catalog(c),
             None => PluginCheck::Unavailable(&unavailable),
         };
-        let mut verdicts = self.shared.pipeline.judge(&cms, &inputs, check).await;
+        // Neighbours are judged only so that a name declared twice is caught, as the reconciler
+        // catches it; their own verdicts are theirs.
+        let (cms, inputs, origin) = (&cms, &inputs, &origin);
+        let judge = |check| async move {
+            let mut verdicts = self.shared.pipeline.judge(cms, inputs, check).await;
+            verdicts.retain(|v| v.origin == *origin);
+            verdicts
+        };
+        let mut verdicts = judge(check).await;
         if verdicts.iter().any(|v| v.unknown_class)
             && let Some(fresh) = self.shared.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
         {
-            verdicts = self
-                .shared
-                .pipeline
-                .judge(&cms, &inputs, PluginCheck::Catalog(&fresh))
-                .await;
+            verdicts = judge(PluginCheck::Catalog(&fresh)).await;
         }
         let mut decision = admission::decide(&verdicts);
         if let (None, Some(budget)) = (&decision.denial, self.worker_validation) {
             self.validate_with_worker(&verdicts, budget, &mut decision).await;
         }
         decision
+    }
+
+    /// The incoming ConfigMap plus the other connector ConfigMaps of its namespace, when that is
+    /// the namespace the reconciler judges together.
+    fn with_neighbours(&self, cm: ConnectorConfigMap) -> Vec<ConnectorConfigMap> {
+        let Some(view) = self
+            .shared
+            .configmaps
+            .get()
+            .filter(|v| cm.origin.namespace.as_deref() == Some(&v.namespace))
+        else {
+            return vec![cm];
+        };
+        let objects = view.store.state();
+        let mut cms = declaring(objects.iter().map(|o| o.as_ref()), &view.namespace);
+        cms.retain(|other| other.origin.name != cm.origin.name);
+        cms.insert(0, cm);
+        cms
     }
 
     /// Asks the worker's own validator about every accepted connector, within `budget`: over

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use support::{BIN, Process, TestEnv, eventually, free_port};
 
-/// A `connect-gate serve --no-reconcile` process with its own certificates, registered as the
+/// A `connect-gate serve` process (webhook only, unless given `--namespace`) with its own certificates, registered as the
 /// validating and mutating webhook for one test namespace only.
 struct Gate {
     process: Process,
@@ -43,7 +43,6 @@ impl Gate {
         let (port, metrics_port) = (free_port(), free_port());
         let mut args: Vec<String> = [
             "serve",
-            "--no-reconcile",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--metrics-listen",
@@ -59,6 +58,10 @@ impl Gate {
         ]
         .map(String::from)
         .into();
+        // Without a reconciled namespace of its own, the sidecar runs the webhook alone.
+        if !extra.contains(&"--namespace") {
+            args.push("--no-reconcile".into());
+        }
         if !extra.contains(&"--connect-url") {
             args.extend(["--connect-url".to_string(), env.connect_url.clone()]);
         }
@@ -476,4 +479,47 @@ async fn bad_bodies_get_errors_not_panics() {
     // Still serving after all that.
     let (ok, _) = dry_run(&env, &configmap("p", &[("p.json", "{")]), false);
     assert!(!ok);
+}
+
+#[tokio::test]
+async fn a_name_declared_by_another_configmap_is_denied_as_the_reconciler_would() {
+    let env = TestEnv::new("webhook-duplicates").await;
+    let _gate = Gate::start(&env, &["--namespace", &env.namespace, "--resync", "2s"]).await;
+    let name = env.connector_name("shared-name");
+    env.kubectl_apply(&configmap("first", &[("a.json", &sink(&name))]));
+    let second = configmap("second", &[("b.json", &sink(&name))]);
+    let text = eventually(
+        "the second declaration to be denied",
+        Duration::from_secs(30),
+        || async {
+            match dry_run(&env, &second, false) {
+                (false, text) => Ok(text),
+                (true, text) => Err(format!("admitted: {text}")),
+            }
+        },
+    )
+    .await;
+    let expected = format!(
+        r#"connector name "{name}" is also declared by ConfigMap {}/first"#,
+        env.namespace
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert!(
+        text.contains("rejected 1 connector(s)"),
+        "only the incoming ConfigMap is judged: {text}"
+    );
+    // Re-applying the first one itself is not a duplicate of itself.
+    let (ok, text) = dry_run(&env, &configmap("first", &[("a.json", &sink(&name))]), false);
+    assert!(ok, "{text}");
+    // The reconciler in the same process deletes the connector, then lets the ConfigMap go.
+    env.kubectl_ok(&["delete", "configmap", "first", "--wait=false"]);
+    eventually("the ConfigMap to be gone", Duration::from_secs(30), || async {
+        let out = env.kubectl(&["get", "configmap", "first"]);
+        if out.status.success() {
+            Err("still there".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 }
