@@ -849,3 +849,44 @@ async fn works_with_only_the_documented_rbac() {
     wait_absent(&env.connect_url, &name).await;
     assert!(!sidecar.log().contains("forbidden"), "{}", sidecar.process.log_tail());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_restart_brings_a_failed_task_back() {
+    let env = TestEnv::new("reconcile-auto-restart").await;
+    let dir = test_dir();
+    let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &["--auto-restart"]);
+    let name = env.connector_name("sink");
+    // The sink's task fails at start: its output directory does not exist yet.
+    let missing = dir.path().join("not-yet");
+    let template = format!(
+        r#"{{"name": "{name}", "config": {{"connector.class": "FileStreamSink", "file": "{}", "topics": "{}-t", "tasks.max": 1}}}}"#,
+        missing.join("out.txt").display(),
+        env.id
+    );
+    create(&env, &configmap("cm", &[], &[("s.json", template)])).await;
+    let task_state = |want: &'static str, min_restarts: u64| {
+        let (env, name) = (&env, &name);
+        move || async move {
+            let status = annotation(env, "cm", "connect-gate.io/status")
+                .await
+                .ok_or("no status annotation")?;
+            let status: Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
+            let restarts = status[name]["restarts"].as_u64().unwrap_or(0);
+            if status[name]["tasks"]["0"] == want && restarts >= min_restarts {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        }
+    };
+    eventually("the task to fail and be restarted", WAIT, task_state("FAILED", 1)).await;
+    wait_event(&env, "cm", "Restarted", &name).await;
+    std::fs::create_dir(&missing).unwrap();
+    eventually(
+        "a later restart to bring the task to RUNNING",
+        WAIT,
+        task_state("RUNNING", 2),
+    )
+    .await;
+    delete_and_wait_gone(&env, "cm").await;
+}
