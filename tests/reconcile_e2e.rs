@@ -890,3 +890,60 @@ async fn auto_restart_brings_a_failed_task_back() {
     .await;
     delete_and_wait_gone(&env, "cm").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmanaged_connectors_are_left_alone_unless_pruning() {
+    // A worker of its own: pruning on the shared one would delete other tests' connectors.
+    let env = TestEnv::new("reconcile-prune").await;
+    let dir = test_dir();
+    let worker_name = format!("pr-{}", support::random_suffix());
+    let url = OwnWorker::start(&worker_name);
+    let _worker = OwnWorker { name: worker_name };
+    let rest = support::ConnectClient::new(&url);
+    let stranger = env.connector_name("stranger");
+    let input = dir.path().join("in.txt");
+    let config =
+        json!({"connector.class": SOURCE, "file": input.display().to_string(), "topic": env.id, "tasks.max": "1"});
+    let (status, body) = rest.put(&format!("/connectors/{stranger}/config"), &config).await;
+    assert_eq!(status, 201, "{body}");
+
+    let managed = env.connector_name("managed");
+    create(
+        &env,
+        &configmap("cm", &[], &[("m.json", source_template(&managed, &input, &env.id, ""))]),
+    )
+    .await;
+    let sidecar = Sidecar::start(&env, dir.path(), &url, "solo", &[]);
+    wait_status(&env, "cm", &managed, "RUNNING").await;
+    // Several full passes later, the connector nobody declares is still there.
+    eventually("two more passes", WAIT, || async {
+        let passes = sidecar.metric("connect_gate_reconciles_total", &[]).await?;
+        if passes >= 3.0 {
+            Ok(())
+        } else {
+            Err(format!("{passes} passes"))
+        }
+    })
+    .await;
+    assert_eq!(
+        rest.get(&format!("/connectors/{stranger}")).await.0,
+        200,
+        "left alone without --prune-unmanaged"
+    );
+    drop(sidecar);
+
+    let _pruning = Sidecar::start(&env, dir.path(), &url, "pruner", &["--prune-unmanaged"]);
+    eventually("the unmanaged connector to be pruned", WAIT, || async {
+        match rest.get(&format!("/connectors/{stranger}")).await.0 {
+            404 => Ok(()),
+            code => Err(format!("GET answered {code}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        rest.get(&format!("/connectors/{managed}")).await.0,
+        200,
+        "the declared connector stays"
+    );
+    delete_and_wait_gone(&env, "cm").await;
+}
