@@ -232,20 +232,17 @@ impl Pipeline {
         if code.trim().is_empty() {
             return verdict.finish(vec![Problem::EmptyTemplate], &taint);
         }
-        let rendered = self.render(code, inputs, cm.enabled).await;
-        let (value, problems) = match rendered {
-            Ok(value) => (value, vec![]),
+        let value = match self.render(code, inputs, cm.enabled).await {
+            Ok(value) => value,
             Err(problems) => return verdict.finish(problems, &taint),
         };
         let checked = check_shape(&value, &taint);
         verdict.name = checked.name.clone();
+        let mut problems = checked.name_problems;
         if !cm.enabled {
-            // Only the name matters to delete it; render problems of a disabled connector do not.
-            let problems = checked.name_problems;
+            // Only the name matters to delete it; shape problems of a disabled connector do not.
             return verdict.finish(problems, &taint);
         }
-        let mut problems = problems;
-        problems.extend(checked.name_problems);
         problems.extend(checked.problems);
         if let (Some(connector), true) = (&checked.connector, cm.cloud_target.is_none()) {
             match plugins {
