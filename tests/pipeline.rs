@@ -193,7 +193,7 @@ fn connect_gates_own_env_and_disallowed_env_are_hidden() {
 }
 
 #[test]
-fn result_shape_problems() {
+fn shape_problems_of_the_result() {
     let ws = Workspace::new();
     let cases: &[(&str, &[&str])] = &[
         (
