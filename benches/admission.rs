@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use connect_gate::inputs::{Secret, TemplateInputs};
-use connect_gate::manifest::parse_yaml;
-use connect_gate::plugins::Catalog;
-use connect_gate::template::Renderer;
-use connect_gate::verdict::{Pipeline, PluginCheck};
+use connect_gate::pipeline::inputs::TemplateInputs;
+use connect_gate::pipeline::manifest::parse_yaml;
+use connect_gate::pipeline::plugins::Catalog;
+use connect_gate::pipeline::secrets::Secret;
+use connect_gate::pipeline::template::Renderer;
+use connect_gate::pipeline::verdict::{Pipeline, PluginCheck};
 
 const ITERATIONS: usize = 200;
 

@@ -1,101 +1,18 @@
-//! The command line: `check` and `render` run the verdict pipeline offline.
+//! The command line: `check` and `render` run the verdict pipeline offline, `certs` writes a
+//! development certificate, `serve` hands over to [`crate::serve`].
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Parser;
 
+use crate::config::{CertsArgs, Cli, Command, Output, PipelineArgs};
 use crate::connect::ConnectClient;
-use crate::inputs::InputSources;
-use crate::manifest;
-use crate::plugins::Catalog;
-use crate::template::Renderer;
-use crate::verdict::{Desired, Pipeline, PluginCheck, Verdict};
-
-#[derive(Parser)]
-#[command(
-    name = "connect-gate",
-    version,
-    about = "Keeps Kafka Connect connectors declared in ConfigMaps under GitOps"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Judge connector ConfigMaps: exit 0 if every connector is accepted, 1 if any is rejected.
-    Check {
-        #[command(flatten)]
-        inputs: PipelineArgs,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-    /// Print each accepted connector as one JSON line, exactly as it would be sent to Connect.
-    Render {
-        #[command(flatten)]
-        inputs: PipelineArgs,
-        /// Show values that came from variables or env instead of `****`.
-        #[arg(long)]
-        reveal: bool,
-    },
-    /// Run the sidecar: the admission webhook and the reconciler.
-    Serve(Box<crate::serve::ServeArgs>),
-    /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
-    Certs(crate::tls::CertsArgs),
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
-/// The inputs every pipeline command shares.
-#[derive(Args, Debug)]
-pub struct TemplateArgs {
-    /// Directory of template variables (`*.properties` files and Secret-volume files); repeatable.
-    #[arg(long = "vars-dir", env = "CONNECT_GATE_VARS_DIR", value_delimiter = ',')]
-    pub vars_dirs: Vec<PathBuf>,
-    /// `KEY=VALUE` lines that stand in for the process environment.
-    #[arg(long, env = "CONNECT_GATE_ENV_FILE")]
-    pub env_file: Option<PathBuf>,
-    /// Only env vars whose whole name matches this regex are visible to templates.
-    #[arg(long, env = "CONNECT_GATE_TEMPLATE_ENV_ALLOW")]
-    pub template_env_allow: Option<String>,
-}
-
-impl TemplateArgs {
-    pub fn sources(&self) -> InputSources {
-        InputSources {
-            vars_dirs: self.vars_dirs.clone(),
-            env_file: self.env_file.clone(),
-            env_allow: self.template_env_allow.clone(),
-        }
-    }
-}
-
-#[derive(Args)]
-struct PipelineArgs {
-    #[command(flatten)]
-    template: TemplateArgs,
-    /// The JSON body of the worker's `GET /connector-plugins`.
-    #[arg(long, conflicts_with = "connect_url")]
-    plugins: Option<PathBuf>,
-    /// Fetch the plugin list from this worker.
-    #[arg(long)]
-    connect_url: Option<String>,
-    /// YAML files, directories (recursive) or `-` for stdin.
-    #[arg(required = true)]
-    paths: Vec<PathBuf>,
-}
-
-/// Durations are written like `5s`, `1m`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 5s, 1m)"))
-}
+use crate::pipeline::manifest;
+use crate::pipeline::plugins::Catalog;
+use crate::pipeline::template::Renderer;
+use crate::pipeline::verdict::{Desired, Pipeline, PluginCheck, Verdict};
+use crate::tls;
 
 /// A usage or I/O error: exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +49,7 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Command::Certs(args) => args
-            .run()
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(|e| UsageError(e.to_string())),
+        Command::Certs(args) => certs(&args),
         Command::Check { inputs, output } => current_thread().block_on(check(inputs, output)),
         Command::Render { inputs, reveal } => current_thread().block_on(render(inputs, reveal)),
     };
@@ -264,4 +178,22 @@ async fn render(args: PipelineArgs, reveal: bool) -> Result<ExitCode, UsageError
         let _ = writeln!(out, "{}", serde_json::to_string(&shown).expect("connector serialises"));
     }
     Ok(exit_code(&verdicts))
+}
+
+fn certs(args: &CertsArgs) -> Result<ExitCode, UsageError> {
+    tls::generate_certs(&args.out, &args.dns, &args.ips).map_err(|e| UsageError(e.to_string()))?;
+    let show = |f: &str| args.out.join(f).display().to_string();
+    println!(
+        "wrote {} and {} (key mode 0600), signed by {}",
+        show(tls::TLS_CERT),
+        show(tls::TLS_KEY),
+        show(tls::CA_CERT)
+    );
+    println!(
+        "serve with: --tls-cert {} --tls-key {}",
+        show(tls::TLS_CERT),
+        show(tls::TLS_KEY)
+    );
+    println!("webhook caBundle: base64 -w0 {}", show(tls::CA_CERT));
+    Ok(ExitCode::SUCCESS)
 }

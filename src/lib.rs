@@ -1,24 +1,20 @@
 //! connect-gate keeps Kafka Connect connectors declared in ConfigMaps under GitOps: an admission
 //! webhook that rejects bad connector ConfigMaps, and a reconciler that applies the good ones.
-//! Both, and the offline CLI, share one verdict pipeline ([`verdict::Pipeline`]).
+//! Both, and the offline CLI, judge through one verdict pipeline ([`pipeline`]), reached from
+//! the sidecar through [`judge::Judge`].
+//!
+//! Layers, each importing only those above it: `config`, `metrics` → `pipeline` → `connect`
+//! (the worker's REST API) → `judge` → `webhook`, `reconcile` → `serve` → `cli`.
 
-pub mod admission;
 pub mod cli;
+pub mod config;
 pub mod connect;
-pub mod inputs;
-pub mod lease;
-pub mod manifest;
+pub mod judge;
 pub mod metrics;
-pub mod plan;
-pub mod plugin_cache;
-pub mod plugins;
-pub mod properties;
+pub mod pipeline;
 pub mod reconcile;
 pub mod serve;
-pub mod shared;
-pub mod template;
 pub mod tls;
-pub mod verdict;
 pub mod webhook;
 
 /// rustls needs one process-wide crypto provider; connect-gate uses ring.

@@ -1,73 +1,28 @@
-//! `connect-gate serve`: the sidecar. Wires the webhook, the reconciler and the metrics
-//! listener around one shared pipeline, plugin cache and set of template inputs.
+//! `connect-gate serve`: the sidecar, wiring only. One [`Judge`] (pipeline, plugin cache,
+//! template inputs) and one watch of the reconciled namespace's ConfigMaps serve both the
+//! webhook and the reconciler, so they judge alike; plus the metrics listener.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Args;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::runtime::reflector;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{TemplateArgs, parse_duration};
+use crate::config::ServeArgs;
 use crate::connect::ConnectClient;
-use crate::inputs::LiveInputs;
+use crate::connect::plugin_cache::PluginCache;
+use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{self, Metrics};
-use crate::plugin_cache::PluginCache;
-use crate::reconcile::{self, ReconcileArgs};
-use crate::shared::Shared;
-use crate::template::Renderer;
+use crate::pipeline::inputs::LiveInputs;
+use crate::pipeline::template::Renderer;
+use crate::pipeline::verdict::Pipeline;
+use crate::reconcile;
 use crate::tls;
-use crate::verdict::Pipeline;
-use crate::webhook::{self, OnPluginsUnavailable, Webhook};
-
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// The Kafka Connect worker's REST API (the worker beside the sidecar).
-    #[arg(long, env = "CONNECT_GATE_CONNECT_URL", default_value = "http://localhost:8083")]
-    pub connect_url: String,
-    #[command(flatten)]
-    pub template: TemplateArgs,
-    /// How often mounted variables and the env file are re-read (Secret volumes rotate).
-    #[arg(long, env = "CONNECT_GATE_INPUTS_REFRESH", default_value = "10s", value_parser = parse_duration)]
-    pub inputs_refresh: Duration,
-    /// PEM certificate served by the webhook; reloaded when it changes on disk.
-    #[arg(long, env = "CONNECT_GATE_TLS_CERT", required_unless_present = "no_webhook")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "CONNECT_GATE_TLS_KEY", required_unless_present = "no_webhook")]
-    pub tls_key: Option<PathBuf>,
-    /// The webhook's HTTPS address.
-    #[arg(long, env = "CONNECT_GATE_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-    /// Plain-HTTP address for Prometheus metrics (`/metrics`).
-    #[arg(long, env = "CONNECT_GATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
-    pub metrics_listen: SocketAddr,
-    /// Namespace whose connector ConfigMaps are reconciled (default: the pod's own).
-    #[arg(long, env = "CONNECT_GATE_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Do not serve the admission webhook.
-    #[arg(long, env = "CONNECT_GATE_NO_WEBHOOK")]
-    pub no_webhook: bool,
-    /// Do not reconcile connectors.
-    #[arg(long, env = "CONNECT_GATE_NO_RECONCILE")]
-    pub no_reconcile: bool,
-    /// When the plugin list cannot be fetched and none is cached: admit with a warning, or deny.
-    #[arg(long, env = "CONNECT_GATE_ON_PLUGINS_UNAVAILABLE", value_enum, default_value_t = OnPluginsUnavailable::Warn)]
-    pub on_plugins_unavailable: OnPluginsUnavailable,
-    /// How often the worker's plugin list is refreshed in the background.
-    #[arg(long, env = "CONNECT_GATE_PLUGINS_REFRESH", default_value = "1m", value_parser = parse_duration)]
-    pub plugins_refresh: Duration,
-    /// Also ask the worker's config validator at admission, denying on its errors.
-    #[arg(long, env = "CONNECT_GATE_VALIDATE_WITH_WORKER")]
-    pub validate_with_worker: bool,
-    /// Time budget for --validate-with-worker; safely under the webhook's 5s timeout.
-    #[arg(long, env = "CONNECT_GATE_WORKER_VALIDATION_BUDGET", default_value = "3s", value_parser = parse_duration)]
-    pub worker_validation_budget: Duration,
-    #[command(flatten)]
-    pub reconcile: ReconcileArgs,
-}
+use crate::webhook::{self, Webhook};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (metrics, registry) = Metrics::new();
@@ -75,20 +30,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connect = ConnectClient::new(&args.connect_url);
     let plugins = Arc::new(PluginCache::new(connect.clone(), metrics.clone()));
     let exe = std::env::current_exe().context("locating the connect-gate binary for the template sandbox")?;
-    let shared = Arc::new(Shared {
-        pipeline: Pipeline::new(Renderer::new(exe)),
-        inputs,
-        plugins,
-        connect,
-        metrics,
-        configmaps: Default::default(),
-    });
+    let judge = Arc::new(Judge::new(Pipeline::new(Renderer::new(exe)), inputs, plugins));
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    shared.plugins.refresh().await;
-    shared.plugins.spawn_refresher(args.plugins_refresh);
-    spawn_inputs_refresher(shared.inputs.clone(), args.inputs_refresh);
+    judge.plugins().refresh().await;
+    judge.plugins().spawn_refresher(args.plugins_refresh);
+    spawn_inputs_refresher(judge.clone(), args.inputs_refresh);
+
+    // The reconciled namespace, watched once for both halves.
+    let reconciled = if args.no_reconcile {
+        None
+    } else {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API")?;
+        let namespace = match &args.namespace {
+            Some(ns) => ns.clone(),
+            None => own_namespace().unwrap_or_else(|| client.default_namespace().to_string()),
+        };
+        let (store, writer) = reflector::store();
+        let changes = Arc::new(Notify::new());
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+        let (watch, stop) = (reconcile::watch::run(api, writer, changes.clone()), shutdown.clone());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = watch => anyhow::bail!("the ConfigMap watch ended"),
+                _ = stop.cancelled() => Ok(()),
+            }
+        });
+        Some((client, NamespaceView { namespace, store }, changes))
+    };
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
@@ -101,7 +73,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let registry = Arc::new(registry);
     let scrape = {
-        let (resolver, counter) = (resolver.clone(), shared.metrics.cert_reloads.clone());
+        let (resolver, counter) = (resolver.clone(), metrics.cert_reloads.clone());
         move || {
             // The resolver counts its reloads; bring the counter up to date at scrape time.
             if let Some(r) = &resolver {
@@ -129,7 +101,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(resolver) = resolver {
         resolver.spawn_reloader(Duration::from_secs(2));
         let webhook = Arc::new(Webhook {
-            shared: shared.clone(),
+            judge: judge.clone(),
+            connect: connect.clone(),
+            metrics: metrics.clone(),
+            neighbours: reconciled.as_ref().map(|(_, view, _)| view.clone()),
             on_plugins_unavailable: args.on_plugins_unavailable,
             worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
             cert_loaded: Box::new({
@@ -150,16 +125,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
-    if !args.no_reconcile {
-        let client = kube::Client::try_default()
-            .await
-            .context("connecting to the Kubernetes API")?;
-        let namespace = match &args.namespace {
-            Some(ns) => ns.clone(),
-            None => own_namespace().unwrap_or_else(|| client.default_namespace().to_string()),
+    if let Some((client, view, changes)) = reconciled {
+        let ctx = reconcile::Context {
+            judge,
+            connect,
+            metrics,
+            client,
+            view,
+            changes,
         };
-        let (shared, opts, stop) = (shared.clone(), args.reconcile, shutdown.clone());
-        tasks.spawn(async move { reconcile::run(shared, client, namespace, opts, stop).await });
+        let (opts, stop) = (args.reconcile, shutdown.clone());
+        tasks.spawn(async move { reconcile::run(ctx, opts, stop).await });
     }
 
     tokio::select! {
@@ -184,17 +160,13 @@ fn own_namespace() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn spawn_inputs_refresher(inputs: Arc<LiveInputs>, every: Duration) {
+fn spawn_inputs_refresher(judge: Arc<Judge>, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
-            match inputs.reload() {
-                Ok(true) => tracing::info!("template inputs changed on disk"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot re-read template inputs; keeping the last good ones"),
-            }
+            judge.reload_inputs();
         }
     });
 }

@@ -54,10 +54,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Certificate and key files larger than this are rejected unread.
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
-const CA_CERT: &str = "ca.crt";
+pub const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
-const TLS_CERT: &str = "tls.crt";
-const TLS_KEY: &str = "tls.key";
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const BACKDATE: Duration = Duration::from_secs(3600);

@@ -69,7 +69,7 @@ fn kustomize(dir: &str) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+    let objects: Vec<Value> = serde_norway::Deserializer::from_str(&text)
         .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("kustomize {dir}: bad YAML: {e}")))
         .filter(|v| !v.is_null())
         .collect();
@@ -453,7 +453,7 @@ async fn deployment_is_wired_to_the_build_and_the_examples_pass_check_on_the_wor
     for allow in flag(&args, "--template-env-allow") {
         cmd.args(["--template-env-allow", &allow]);
     }
-    let manifests: Vec<String> = connectors.iter().map(|o| serde_yaml::to_string(o).unwrap()).collect();
+    let manifests: Vec<String> = connectors.iter().map(|o| serde_norway::to_string(o).unwrap()).collect();
     assert!(
         connectors
             .iter()

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use connect_gate::inputs::{Secret, TemplateInputs};
-use connect_gate::manifest::{ConnectorConfigMap, Origin, parse_yaml};
-use connect_gate::plugins::Catalog;
-use connect_gate::template::Renderer;
-use connect_gate::verdict::{Pipeline, PluginCheck, Verdict};
+use connect_gate::pipeline::inputs::TemplateInputs;
+use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, parse_yaml};
+use connect_gate::pipeline::plugins::Catalog;
+use connect_gate::pipeline::secrets::Secret;
+use connect_gate::pipeline::template::Renderer;
+use connect_gate::pipeline::verdict::{Pipeline, PluginCheck, Verdict};
 use proptest::prelude::*;
 
 fn pipeline() -> Pipeline {
@@ -54,7 +55,7 @@ fn definite(verdicts: &[Verdict]) -> Result<(), TestCaseError> {
     for v in verdicts {
         // Accepted and enabled means there is a connector to apply; rejected means a reason.
         let ok = if v.accepted() {
-            v.connector.is_some() || v.desired == connect_gate::verdict::Desired::Absent
+            v.connector.is_some() || v.desired == connect_gate::pipeline::verdict::Desired::Absent
         } else {
             !v.problems.is_empty()
         };
@@ -102,13 +103,13 @@ proptest! {
 
     #[test]
     fn properties_parser_never_panics(text in any::<String>()) {
-        let _ = connect_gate::properties::parse(&text);
+        let _ = connect_gate::pipeline::properties::parse(&text);
     }
 
     #[test]
     fn properties_round_trip(entries in prop::collection::btree_map("[a-z][a-z0-9.\\-]{0,10}", "[!-~][ -~]{0,20}", 0..6)) {
         let text: String = entries.iter().map(|(k, v)| format!("{k}={}\n", v.replace('\\', "\\\\"))).collect();
-        let parsed: BTreeMap<String, String> = connect_gate::properties::parse(&text).into_iter().collect();
+        let parsed: BTreeMap<String, String> = connect_gate::pipeline::properties::parse(&text).into_iter().collect();
         prop_assert_eq!(parsed, entries);
     }
 

@@ -811,11 +811,11 @@ async fn works_with_only_the_documented_rbac() {
         &format!("{}:connect-gate", env.namespace),
     ]);
     let token = env.kubectl_ok(&["create", "token", "connect-gate", "--duration", "1h"]);
-    let mut kubeconfig: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&env.stack.kubeconfig).unwrap()).unwrap();
-    kubeconfig["users"][0]["user"] = serde_yaml::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
+    let mut kubeconfig: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(&env.stack.kubeconfig).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"] = serde_norway::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
     let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
     // Sanity: this user cannot read Secrets.
     let can = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
         .args([

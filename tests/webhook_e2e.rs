@@ -106,7 +106,7 @@ impl Gate {
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
         for (file, path) in [("validating.yaml", "/validate"), ("mutating.yaml", "/mutate")] {
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook").join(file);
-            let mut config: Value = serde_yaml::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+            let mut config: Value = serde_norway::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
             let name = format!("connect-gate-{}", env.id);
             config["metadata"]["name"] = json!(name);
             config["metadata"]["annotations"] = json!({});

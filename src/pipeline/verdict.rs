@@ -8,10 +8,10 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::inputs::TemplateInputs;
-use crate::manifest::{ConnectorConfigMap, Origin};
-use crate::plugins::Catalog;
-use crate::template::{Outcome, Pos, Renderer, Request, SandboxError};
+use super::inputs::TemplateInputs;
+use super::manifest::{ConnectorConfigMap, Origin};
+use super::plugins::Catalog;
+use super::template::{Outcome, Pos, Renderer, Request, SandboxError};
 
 /// The state a connector is declared to be in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -483,7 +483,7 @@ impl Taint {
     }
 
     fn scrub(&self, text: &str) -> String {
-        crate::inputs::mask(text, &self.values)
+        super::secrets::mask(text, &self.values)
     }
 }
 

@@ -8,8 +8,6 @@ pub struct Plugin {
     pub class: String,
     #[serde(rename = "type", default)]
     pub kind: String,
-    #[serde(default)]
-    pub version: Option<String>,
 }
 
 /// The installed connector classes.
@@ -30,10 +28,6 @@ impl Catalog {
     /// Parses the JSON body of `GET /connector-plugins`.
     pub fn from_json(body: &[u8]) -> Result<Self, CatalogError> {
         Ok(Self::new(serde_json::from_slice(body)?))
-    }
-
-    pub fn plugins(&self) -> &[Plugin] {
-        &self.plugins
     }
 
     /// Resolves a `connector.class` as Connect does: the fully qualified name, the simple class

@@ -13,6 +13,20 @@ pub const ENABLED_LABEL: &str = "enabled";
 /// Marks a ConfigMap whose connectors run on a fully managed cluster, not the local worker.
 pub const CLOUD_LABEL: &str = "destination.cc";
 
+// What connect-gate itself writes on a connector ConfigMap.
+
+/// Lets the reconciler delete a connector before its ConfigMap disappears.
+pub const FINALIZER: &str = "connect-gate.io/cleanup";
+
+/// Connectors applied from a ConfigMap: JSON `{connector: data key}`.
+pub const ANNOTATION_CONNECTORS: &str = "connect-gate.io/connectors";
+/// Per connector: the hash of the config last applied, never the config.
+pub const ANNOTATION_APPLIED: &str = "connect-gate.io/applied";
+/// Per connector: state, task states, shortened FAILED trace, restarts.
+pub const ANNOTATION_STATUS: &str = "connect-gate.io/status";
+/// Why something declared here is not (yet) as declared; absent when all is well.
+pub const ANNOTATION_LAST_ERROR: &str = "connect-gate.io/last-error";
+
 /// Where a ConfigMap came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Origin {
@@ -103,7 +117,7 @@ pub enum ManifestError {
     Yaml {
         path: PathBuf,
         doc: usize,
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("{}: document {doc}: not a valid ConfigMap: {source}", path.display())]
     ConfigMap {
@@ -167,14 +181,14 @@ fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 pub fn parse_yaml(text: &str, path: &Path) -> Result<Vec<ConnectorConfigMap>, ManifestError> {
     use serde::Deserialize;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         let doc_no = i + 1;
-        let value = serde_yaml::Value::deserialize(doc).map_err(|source| ManifestError::Yaml {
+        let value = serde_norway::Value::deserialize(doc).map_err(|source| ManifestError::Yaml {
             path: path.to_path_buf(),
             doc: doc_no,
             source,
         })?;
-        let value: serde_json::Value = serde_yaml::from_value(value).map_err(|source| ManifestError::Yaml {
+        let value: serde_json::Value = serde_norway::from_value(value).map_err(|source| ManifestError::Yaml {
             path: path.to_path_buf(),
             doc: doc_no,
             source,

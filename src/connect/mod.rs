@@ -1,8 +1,14 @@
-//! The Kafka Connect REST API client.
+//! The Kafka Connect REST API client, shared by the CLI, the webhook and the reconciler, and
+//! the worker's plugin list cached from it.
+
+pub mod plugin_cache;
 
 use std::time::Duration;
 
-use crate::plugins::{Catalog, CatalogError};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::pipeline::plugins::{Catalog, CatalogError};
+use crate::pipeline::secrets::mask;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -37,10 +43,6 @@ impl ConnectClient {
             base: base.trim_end_matches('/').to_string(),
             http,
         }
-    }
-
-    pub fn url(&self) -> &str {
-        &self.base
     }
 
     /// `GET /connector-plugins`: the installed connector classes.
@@ -129,7 +131,7 @@ impl ConnectClient {
             .chain(secret_keys.iter().map(String::as_str))
             .filter_map(|k| config.get(k).map(String::as_str))
             .collect();
-        let mask = |e: &String| crate::inputs::mask(e, &hidden);
+        let mask = |e: &String| mask(e, &hidden);
         Ok(body
             .configs
             .into_iter()
@@ -142,15 +144,12 @@ impl ConnectClient {
     }
 }
 
-/// Percent-encodes a path segment (class names are plain, but a template controls them).
+/// What stays as it is in a path segment: class and connector names are plain, but a template
+/// controls them.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'_').remove(b'-').remove(b'$');
+
 fn urlencode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'$' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(segment, SEGMENT).to_string()
 }
 
 /// A raw answer from the REST API, for the reconciler (which counts and retries calls itself).

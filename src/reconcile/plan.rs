@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::{Connector, State};
+use crate::pipeline::verdict::{Connector, State};
 
 /// A connector's status as `GET /connectors?expand=status` reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -427,34 +427,6 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
     plan
 }
 
-/// Shortens a FAILED trace to its first line (the exception and its message), at most `max`
-/// characters, with the given secret values masked.
-pub fn shorten_trace(trace: &str, secrets: &[&str], max: usize) -> String {
-    let first = trace.lines().next().unwrap_or_default().trim();
-    let masked = crate::inputs::mask(first, secrets);
-    if masked.chars().count() > max {
-        let cut: String = masked.chars().take(max).collect();
-        format!("{cut}…")
-    } else {
-        masked
-    }
-}
-
-/// Capped exponential backoff: `base * 2^attempt`, at most `cap`, with up to 20% jitter
-/// (the jitter source is a parameter so this stays pure).
-pub fn backoff(
-    attempt: u32,
-    base: std::time::Duration,
-    cap: std::time::Duration,
-    jitter01: f64,
-) -> std::time::Duration {
-    let exp = base.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX));
-    let capped = exp.min(cap);
-    capped
-        .mul_f64(1.0 + 0.2 * jitter01.clamp(0.0, 1.0))
-        .min(cap.mul_f64(1.2))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,27 +757,5 @@ mod tests {
         assert!(h.starts_with("sha256:") && h.len() == 7 + 24);
         assert!(!h.contains("hunter2"));
         assert_ne!(h, config_hash(&connector("a", &[("password", "other")], None).config));
-    }
-
-    #[test]
-    fn traces_are_shortened_and_masked() {
-        let t = shorten_trace(
-            "org.x.Boom: cannot log in with s3cr3t-pw\n\tat a.b.C",
-            &["s3cr3t-pw", "ab"],
-            200,
-        );
-        assert_eq!(t, "org.x.Boom: cannot log in with ****");
-        assert_eq!(shorten_trace(&"x".repeat(50), &[], 10), format!("{}…", "x".repeat(10)));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        use std::time::Duration;
-        let (base, cap) = (Duration::from_millis(100), Duration::from_secs(2));
-        assert_eq!(backoff(0, base, cap, 0.0), base);
-        assert_eq!(backoff(3, base, cap, 0.0), Duration::from_millis(800));
-        assert_eq!(backoff(30, base, cap, 0.0), cap);
-        assert!(backoff(30, base, cap, 1.0) <= cap.mul_f64(1.2));
-        assert!(backoff(1, base, cap, 1.0) > Duration::from_millis(200));
     }
 }

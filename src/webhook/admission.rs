@@ -7,11 +7,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::{Value, json};
 
-use crate::manifest::{ConnectorConfigMap, is_connector_configmap};
-use crate::verdict::Verdict;
-
-/// Lets the reconciler delete a connector before its ConfigMap disappears.
-pub const FINALIZER: &str = "connect-gate.io/cleanup";
+use crate::pipeline::manifest::{ConnectorConfigMap, FINALIZER, is_connector_configmap};
+use crate::pipeline::verdict::Verdict;
 
 /// The ConfigMap a request asks to be judged, or `None` when it is allowed without a verdict:
 /// other objects, DELETE, unlabelled ConfigMaps, a ConfigMap being deleted (its finalizer must

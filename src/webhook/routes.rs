@@ -1,5 +1,5 @@
-//! The admission webhook's HTTP side: routes, request parsing, the plugin and worker checks
-//! around the shared pipeline, and metrics. TLS is `tls::serve`'s business.
+//! The admission webhook's HTTP side: routes, request parsing, the worker's validator around
+//! the shared [`Judge`], and metrics. TLS is `tls::serve`'s business.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,28 +13,23 @@ use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 
-use crate::admission::{self, Decision};
-use crate::manifest::{ConnectorConfigMap, declaring};
-use crate::metrics::{AdmissionLabels, ResultLabels};
-use crate::shared::Shared;
-use crate::verdict::{PluginCheck, Verdict};
+use super::admission::{self, Decision};
+use crate::config::OnPluginsUnavailable;
+use crate::connect::ConnectClient;
+use crate::judge::{Judge, NamespaceView};
+use crate::metrics::{AdmissionLabels, Metrics, ResultLabels};
+use crate::pipeline::manifest::ConnectorConfigMap;
+use crate::pipeline::verdict::Verdict;
 
 /// A ConfigMap is at most 1 MiB; a review carries it twice (object and oldObject) plus metadata.
 const BODY_LIMIT: usize = 3 << 20;
-/// A plugin list younger than this is not refetched after a miss.
-const MISS_REFRESH_MIN_AGE: Duration = Duration::from_secs(5);
-
-/// What to do when the worker's plugin list cannot be had and none is cached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnPluginsUnavailable {
-    /// Admit (render checks still apply) with a warning.
-    Warn,
-    /// Deny.
-    Deny,
-}
 
 pub struct Webhook {
-    pub shared: Arc<Shared>,
+    pub judge: Arc<Judge>,
+    pub connect: ConnectClient,
+    pub metrics: Metrics,
+    /// The reconciled namespace, when this sidecar reconciles: its connector names are checked.
+    pub neighbours: Option<NamespaceView>,
     pub on_plugins_unavailable: OnPluginsUnavailable,
     /// `--validate-with-worker`: the time budget for the worker's validator.
     pub worker_validation: Option<Duration>,
@@ -53,7 +48,7 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 async fn readyz(State(w): State<Arc<Webhook>>) -> Response {
-    let plugins_ok = w.shared.plugins.catalog().is_some() || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
+    let plugins_ok = w.judge.plugins().catalog().is_some() || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
     match ((w.cert_loaded)(), plugins_ok) {
         (true, true) => "ready".into_response(),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "serving certificate not loaded").into_response(),
@@ -80,8 +75,7 @@ async fn mutate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
     };
     let patch = admission::finalizer_patch(&req);
     let verdict = if patch.is_some() { "patched" } else { "unchanged" };
-    w.shared
-        .metrics
+    w.metrics
         .admission_requests
         .get_or_create(&AdmissionLabels {
             webhook: "mutate",
@@ -107,8 +101,7 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
             (decision, verdict)
         }
     };
-    w.shared
-        .metrics
+    w.metrics
         .admission_requests
         .get_or_create(&AdmissionLabels {
             webhook: "validate",
@@ -116,77 +109,31 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
             verdict,
         })
         .inc();
-    w.shared
-        .metrics
-        .admission_duration
-        .observe(started.elapsed().as_secs_f64());
+    w.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
     Json(admission::review(&req.uid, &decision, None)).into_response()
 }
 
 impl Webhook {
     async fn judge(&self, cm: ConnectorConfigMap) -> Decision {
-        let inputs = self.shared.inputs.current();
         let origin = cm.origin.clone();
-        let cms = self.with_neighbours(cm);
-        let catalog = self.shared.plugins.catalog();
-        let unavailable = match (&catalog, self.on_plugins_unavailable) {
-            (Some(_), _) => String::new(),
-            (None, policy) => {
-                let why = self
-                    .shared
-                    .plugins
-                    .last_error()
-                    .unwrap_or_else(|| "not fetched yet".into());
-                if policy == OnPluginsUnavailable::Deny {
-                    return Decision::deny(
-                        format!("the worker's plugin list is unavailable ({why}) and --on-plugins-unavailable=deny"),
-                        vec![],
-                    );
-                }
-                format!("the worker's plugin list is unavailable ({why})")
-            }
-        };
-        let check = match &catalog {
-            Some(c) => PluginCheck::Catalog(c),
-            None => PluginCheck::Unavailable(&unavailable),
-        };
         // Neighbours are judged only so that a name declared twice is caught, as the reconciler
         // catches it; their own verdicts are theirs.
-        let (cms, inputs, origin) = (&cms, &inputs, &origin);
-        let judge = |check| async move {
-            let mut verdicts = self.shared.pipeline.judge(cms, inputs, check).await;
-            verdicts.retain(|v| v.origin == *origin);
-            verdicts
+        let cms = match &self.neighbours {
+            Some(view) => view.with_neighbours(cm),
+            None => vec![cm],
         };
-        let mut verdicts = judge(check).await;
-        if verdicts.iter().any(|v| v.unknown_class)
-            && let Some(fresh) = self.shared.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
+        if self.on_plugins_unavailable == OnPluginsUnavailable::Deny
+            && let Some(why) = self.judge.plugins_unavailable()
         {
-            verdicts = judge(PluginCheck::Catalog(&fresh)).await;
+            return Decision::deny(format!("{why} and --on-plugins-unavailable=deny"), vec![]);
         }
+        let mut verdicts = self.judge.judge(&cms).await;
+        verdicts.retain(|v| v.origin == origin);
         let mut decision = admission::decide(&verdicts);
         if let (None, Some(budget)) = (&decision.denial, self.worker_validation) {
             self.validate_with_worker(&verdicts, budget, &mut decision).await;
         }
         decision
-    }
-
-    /// The incoming ConfigMap plus the other connector ConfigMaps of its namespace, when that is
-    /// the namespace the reconciler judges together.
-    fn with_neighbours(&self, cm: ConnectorConfigMap) -> Vec<ConnectorConfigMap> {
-        let Some(view) = self
-            .shared
-            .configmaps
-            .get()
-            .filter(|v| cm.origin.namespace.as_deref() == Some(&v.namespace))
-        else {
-            return vec![cm];
-        };
-        let objects = view.store.state();
-        let mut cms = declaring(objects.iter().map(|o| o.as_ref()), &view.namespace);
-        cms.retain(|other| other.origin.name != cm.origin.name);
-        cms.insert(0, cm);
-        cms
     }
 
     /// Asks the worker's own validator about every accepted connector, within `budget`: over
@@ -197,16 +144,12 @@ impl Webhook {
             Some(async move {
                 (
                     v,
-                    self.shared
-                        .connect
-                        .validate(&connector.config, &connector.secret_keys)
-                        .await,
+                    self.connect.validate(&connector.config, &connector.secret_keys).await,
                 )
             })
         });
         let Ok(results) = tokio::time::timeout(budget, futures::future::join_all(checks)).await else {
-            self.shared
-                .metrics
+            self.metrics
                 .worker_validations
                 .get_or_create(&ResultLabels { result: "timeout" })
                 .inc();
@@ -232,8 +175,7 @@ impl Webhook {
             }
         }
         let result = if messages.is_empty() { "valid" } else { "invalid" };
-        self.shared
-            .metrics
+        self.metrics
             .worker_validations
             .get_or_create(&ResultLabels { result })
             .inc();

@@ -41,7 +41,7 @@ pub fn default_identity() -> String {
     ["POD_NAME", "HOSTNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
-        .unwrap_or_else(|| format!("connect-gate-{}", crate::reconcile::random_u64() & 0xffff_ffff))
+        .unwrap_or_else(|| format!("connect-gate-{}", random_suffix()))
 }
 
 /// Starts the election loop; the receiver says whether this replica holds the Lease now.
@@ -214,4 +214,12 @@ impl Elector {
             Err(e) => Err(self.err(e)),
         }
     }
+}
+
+/// A per-process random number for an identity of last resort (std's hasher keys are random).
+fn random_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }

@@ -4,36 +4,15 @@
 //! their names ever reach a message.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use crate::properties;
+use super::properties;
+use super::secrets::Secret;
 
 /// Env vars with this prefix configure connect-gate itself and are never visible to templates.
 pub const OWN_ENV_PREFIX: &str = "CONNECT_GATE_";
-
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for rendering only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("****")
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -88,7 +67,7 @@ impl InputSources {
                     });
                 }
                 origin.insert(name.clone(), file);
-                vars.insert(name, Secret(value));
+                vars.insert(name, Secret::new(value));
             }
         }
         let raw_env = match &self.env_file {
@@ -103,7 +82,7 @@ impl InputSources {
         let env = raw_env
             .into_iter()
             .filter(|(k, _)| env_visible(k, allow.as_ref()))
-            .map(|(k, v)| (k, Secret(v)))
+            .map(|(k, v)| (k, Secret::new(v)))
             .collect();
         Ok(TemplateInputs {
             vars,
@@ -159,22 +138,6 @@ impl LiveInputs {
         }
         Ok(changed)
     }
-}
-
-/// Masks secret values in text that leaves the process (messages, Events, annotations, logs).
-/// Values of four characters or more are masked wherever they occur; shorter ones only as a
-/// whole quoted string: they cannot be meaningful secrets, and masking them everywhere would
-/// garble every message.
-pub fn mask<S: AsRef<str>>(text: &str, values: &[S]) -> String {
-    let mut values: Vec<&str> = values.iter().map(AsRef::as_ref).filter(|v| !v.is_empty()).collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values.iter().fold(text.to_string(), |t, v| {
-        if v.chars().count() >= 4 {
-            t.replace(v, "****")
-        } else {
-            t.replace(&format!("{v:?}"), "\"****\"")
-        }
-    })
 }
 
 /// The original operator's naming: upper-case, `.` and `-` become `_`.
@@ -248,12 +211,6 @@ fn read_env_file(file: &Path) -> Result<Vec<(String, String)>, InputError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-
-    #[test]
-    fn masks_long_values_anywhere_and_short_ones_only_when_quoted() {
-        let masked = mask(r#"bad "ab" in ab-hunter2-x"#, &["hunter2", "ab", ""]);
-        assert_eq!(masked, r#"bad "****" in ab-****-x"#);
-    }
 
     #[test]
     fn names_follow_the_original() {

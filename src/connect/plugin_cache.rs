@@ -4,9 +4,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::connect::ConnectClient;
+use super::ConnectClient;
 use crate::metrics::Metrics;
-use crate::plugins::Catalog;
+use crate::pipeline::plugins::Catalog;
 
 #[derive(Debug, Default)]
 struct Cached {

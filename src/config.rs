@@ -1,0 +1,186 @@
+//! Every flag and environment variable of the `connect-gate` command (clap), in one place.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::pipeline::inputs::InputSources;
+
+#[derive(Parser)]
+#[command(
+    name = "connect-gate",
+    version,
+    about = "Keeps Kafka Connect connectors declared in ConfigMaps under GitOps"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Judge connector ConfigMaps: exit 0 if every connector is accepted, 1 if any is rejected.
+    Check {
+        #[command(flatten)]
+        inputs: PipelineArgs,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print each accepted connector as one JSON line, exactly as it would be sent to Connect.
+    Render {
+        #[command(flatten)]
+        inputs: PipelineArgs,
+        /// Show values that came from variables or env instead of `****`.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Run the sidecar: the admission webhook and the reconciler.
+    Serve(Box<ServeArgs>),
+    /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
+    Certs(CertsArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The template inputs every pipeline command shares.
+#[derive(Args, Debug)]
+pub struct TemplateArgs {
+    /// Directory of template variables (`*.properties` files and Secret-volume files); repeatable.
+    #[arg(long = "vars-dir", env = "CONNECT_GATE_VARS_DIR", value_delimiter = ',')]
+    pub vars_dirs: Vec<PathBuf>,
+    /// `KEY=VALUE` lines that stand in for the process environment.
+    #[arg(long, env = "CONNECT_GATE_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Only env vars whose whole name matches this regex are visible to templates.
+    #[arg(long, env = "CONNECT_GATE_TEMPLATE_ENV_ALLOW")]
+    pub template_env_allow: Option<String>,
+}
+
+impl TemplateArgs {
+    pub fn sources(&self) -> InputSources {
+        InputSources {
+            vars_dirs: self.vars_dirs.clone(),
+            env_file: self.env_file.clone(),
+            env_allow: self.template_env_allow.clone(),
+        }
+    }
+}
+
+/// What `check` and `render` judge, and against which plugins.
+#[derive(Args)]
+pub struct PipelineArgs {
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// The JSON body of the worker's `GET /connector-plugins`.
+    #[arg(long, conflicts_with = "connect_url")]
+    pub plugins: Option<PathBuf>,
+    /// Fetch the plugin list from this worker.
+    #[arg(long)]
+    pub connect_url: Option<String>,
+    /// YAML files, directories (recursive) or `-` for stdin.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Durations are written like `5s`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 5s, 1m)"))
+}
+
+/// `connect-gate serve`: the sidecar.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The Kafka Connect worker's REST API (the worker beside the sidecar).
+    #[arg(long, env = "CONNECT_GATE_CONNECT_URL", default_value = "http://localhost:8083")]
+    pub connect_url: String,
+    #[command(flatten)]
+    pub template: TemplateArgs,
+    /// How often mounted variables and the env file are re-read (Secret volumes rotate).
+    #[arg(long, env = "CONNECT_GATE_INPUTS_REFRESH", default_value = "10s", value_parser = parse_duration)]
+    pub inputs_refresh: Duration,
+    /// PEM certificate served by the webhook; reloaded when it changes on disk.
+    #[arg(long, env = "CONNECT_GATE_TLS_CERT", required_unless_present = "no_webhook")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "CONNECT_GATE_TLS_KEY", required_unless_present = "no_webhook")]
+    pub tls_key: Option<PathBuf>,
+    /// The webhook's HTTPS address.
+    #[arg(long, env = "CONNECT_GATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for Prometheus metrics (`/metrics`).
+    #[arg(long, env = "CONNECT_GATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Namespace whose connector ConfigMaps are reconciled (default: the pod's own).
+    #[arg(long, env = "CONNECT_GATE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Do not serve the admission webhook.
+    #[arg(long, env = "CONNECT_GATE_NO_WEBHOOK")]
+    pub no_webhook: bool,
+    /// Do not reconcile connectors.
+    #[arg(long, env = "CONNECT_GATE_NO_RECONCILE")]
+    pub no_reconcile: bool,
+    /// When the plugin list cannot be fetched and none is cached: admit with a warning, or deny.
+    #[arg(long, env = "CONNECT_GATE_ON_PLUGINS_UNAVAILABLE", value_enum, default_value_t = OnPluginsUnavailable::Warn)]
+    pub on_plugins_unavailable: OnPluginsUnavailable,
+    /// How often the worker's plugin list is refreshed in the background.
+    #[arg(long, env = "CONNECT_GATE_PLUGINS_REFRESH", default_value = "1m", value_parser = parse_duration)]
+    pub plugins_refresh: Duration,
+    /// Also ask the worker's config validator at admission, denying on its errors.
+    #[arg(long, env = "CONNECT_GATE_VALIDATE_WITH_WORKER")]
+    pub validate_with_worker: bool,
+    /// Time budget for --validate-with-worker; safely under the webhook's 5s timeout.
+    #[arg(long, env = "CONNECT_GATE_WORKER_VALIDATION_BUDGET", default_value = "3s", value_parser = parse_duration)]
+    pub worker_validation_budget: Duration,
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
+}
+
+/// The reconciler's part of `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ReconcileArgs {
+    /// Period of the full pass that re-applies drifted connectors and re-reads secrets.
+    #[arg(long, env = "CONNECT_GATE_RESYNC", default_value = "60s", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// Also delete connectors that no ConfigMap declares and connect-gate never created.
+    #[arg(long, env = "CONNECT_GATE_PRUNE_UNMANAGED")]
+    pub prune_unmanaged: bool,
+    /// Restart FAILED connectors and tasks, with capped exponential backoff.
+    #[arg(long, env = "CONNECT_GATE_AUTO_RESTART")]
+    pub auto_restart: bool,
+    /// The coordination.k8s.io Lease (in --namespace) whose holder reconciles.
+    #[arg(long, env = "CONNECT_GATE_LEASE_NAME", default_value = "connect-gate")]
+    pub lease_name: String,
+    /// How long a Lease holder that stopped renewing keeps it before another replica takes over.
+    #[arg(long, env = "CONNECT_GATE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+}
+
+/// What to do when the worker's plugin list cannot be had and none is cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnPluginsUnavailable {
+    /// Admit (render checks still apply) with a warning.
+    Warn,
+    /// Deny.
+    Deny,
+}
+
+/// `connect-gate certs`: write a CA and a serving certificate for local runs and tests.
+#[derive(Args, Debug, Clone)]
+pub struct CertsArgs {
+    /// Directory to write ca.crt, tls.crt and tls.key into (plus ca.key for a new CA). An existing
+    /// ca.crt + ca.key there is reused, so only the serving certificate changes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS name for the serving certificate; repeatable. Default (with no --ip): localhost.
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// IP address for the serving certificate; repeatable. Default (with no --dns): 127.0.0.1.
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+}

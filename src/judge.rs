@@ -1,0 +1,103 @@
+//! The one way the sidecar judges connector ConfigMaps, for the webhook and the reconciler
+//! alike: the current template inputs, the cached plugin list (refetched after a class it does
+//! not know, at most every [`MISS_REFRESH_MIN_AGE`]) and the verdict pipeline. Both halves
+//! judging through the same [`Judge`] is what keeps admission and reconciliation in agreement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::reflector::Store;
+
+use crate::connect::plugin_cache::PluginCache;
+use crate::pipeline::inputs::LiveInputs;
+use crate::pipeline::manifest::{ConnectorConfigMap, declaring};
+use crate::pipeline::verdict::{Pipeline, PluginCheck, Verdict};
+
+/// A plugin list younger than this is not refetched after a miss, so a flood of requests naming
+/// an unknown class cannot hammer the worker, and a plugin installed a moment ago is still found.
+pub const MISS_REFRESH_MIN_AGE: Duration = Duration::from_secs(5);
+
+pub struct Judge {
+    pipeline: Pipeline,
+    inputs: Arc<LiveInputs>,
+    plugins: Arc<PluginCache>,
+}
+
+impl Judge {
+    pub fn new(pipeline: Pipeline, inputs: Arc<LiveInputs>, plugins: Arc<PluginCache>) -> Self {
+        Self {
+            pipeline,
+            inputs,
+            plugins,
+        }
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginCache> {
+        &self.plugins
+    }
+
+    /// Re-reads the template inputs (Secret volumes rotate). On a read error the last good
+    /// inputs stay in use.
+    pub fn reload_inputs(&self) {
+        match self.inputs.reload() {
+            Ok(true) => tracing::info!("template inputs changed on disk"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot re-read template inputs; keeping the last good ones"),
+        }
+    }
+
+    /// Why there is no plugin list to check classes against, when there is none.
+    pub fn plugins_unavailable(&self) -> Option<String> {
+        if self.plugins.catalog().is_some() {
+            return None;
+        }
+        let error = self.plugins.last_error();
+        Some(format!(
+            "the worker's plugin list is unavailable ({})",
+            error.as_deref().unwrap_or("not fetched yet")
+        ))
+    }
+
+    /// Judges `cms` together (so a connector name declared twice is caught). Without a cached
+    /// plugin list the plugin check is skipped with a warning.
+    pub async fn judge(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
+        let inputs = self.inputs.current();
+        let catalog = self.plugins.catalog();
+        let unavailable = self.plugins_unavailable().unwrap_or_default();
+        let check = match &catalog {
+            Some(c) => PluginCheck::Catalog(c),
+            None => PluginCheck::Unavailable(&unavailable),
+        };
+        let verdicts = self.pipeline.judge(cms, &inputs, check).await;
+        if verdicts.iter().any(|v| v.unknown_class)
+            && let Some(fresh) = self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
+        {
+            return self.pipeline.judge(cms, &inputs, PluginCheck::Catalog(&fresh)).await;
+        }
+        verdicts
+    }
+}
+
+/// The ConfigMaps of the namespace the reconciler owns, as one watch sees them; the webhook
+/// reads the same store to judge an incoming ConfigMap among its neighbours.
+#[derive(Clone)]
+pub struct NamespaceView {
+    pub namespace: String,
+    pub store: Store<ConfigMap>,
+}
+
+impl NamespaceView {
+    /// `cm` first, then the other connector ConfigMaps of the namespace when `cm` is in it (its
+    /// own stored version left out): what the reconciler would judge together.
+    pub fn with_neighbours(&self, cm: ConnectorConfigMap) -> Vec<ConnectorConfigMap> {
+        if cm.origin.namespace.as_deref() != Some(self.namespace.as_str()) {
+            return vec![cm];
+        }
+        let objects = self.store.state();
+        let mut cms = declaring(objects.iter().map(|o| o.as_ref()), &self.namespace);
+        cms.retain(|other| other.origin.name != cm.origin.name);
+        cms.insert(0, cm);
+        cms
+    }
+}

@@ -1,0 +1,13 @@
+//! The verdict pipeline, pure or reading only its inputs: a connector ConfigMap is parsed
+//! ([`manifest`]), each data key rendered as a jq template in a sandbox ([`template`]) against
+//! the mounted variables and allowed env ([`inputs`], [`secrets`]), and the result checked
+//! against the worker's plugins ([`plugins`]) into a [`verdict::Verdict`]. The webhook, the
+//! reconciler and the CLI all judge through [`verdict::Pipeline::judge`].
+
+pub mod inputs;
+pub mod manifest;
+pub mod plugins;
+pub mod properties;
+pub mod secrets;
+pub mod template;
+pub mod verdict;

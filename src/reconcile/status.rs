@@ -1,0 +1,575 @@
+//! What a pass reports on one ConfigMap, pure: from its plan, the worker's state and what
+//! happened this pass, to the Events to publish and the change to its annotations (or the
+//! release of its finalizer). No I/O here, so every rule is unit-tested; `report.rs` writes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::plan::{CmPlan, Live, LiveState};
+use crate::pipeline::manifest::{ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_LAST_ERROR, ANNOTATION_STATUS};
+use crate::pipeline::secrets::mask;
+
+/// connect-gate's own annotations, all removed when a ConfigMap is released.
+pub const ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_CONNECTORS,
+    ANNOTATION_APPLIED,
+    ANNOTATION_STATUS,
+    ANNOTATION_LAST_ERROR,
+];
+
+const TRACE_MAX: usize = 240;
+
+/// An Event to publish on the ConfigMap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub text: String,
+}
+
+impl Note {
+    pub fn normal(reason: &'static str, text: String) -> Self {
+        Self {
+            warning: false,
+            reason,
+            text,
+        }
+    }
+
+    pub fn warning(reason: &'static str, text: String) -> Self {
+        Self {
+            warning: true,
+            reason,
+            text,
+        }
+    }
+}
+
+/// Everything the report on one ConfigMap depends on.
+pub struct Facts<'a> {
+    pub plan: &'a CmPlan,
+    /// Its annotations as they are now.
+    pub annotations: &'a BTreeMap<String, String>,
+    /// Being deleted, or unlabelled while still holding the finalizer.
+    pub deleting: bool,
+    pub has_finalizer: bool,
+    /// `connect-gate.io/connectors` as recorded before this pass.
+    pub managed: &'a BTreeMap<String, String>,
+    /// `connect-gate.io/applied` after this pass's writes.
+    pub applied: &'a BTreeMap<String, String>,
+    /// The pipeline's rejection messages for its keys.
+    pub rejections: Vec<String>,
+    /// What failed this pass (REST calls, its own updates).
+    pub errors: &'a [String],
+    pub failed_deletes: &'a BTreeSet<String>,
+    /// Connectors written this pass: their status is not known yet.
+    pub written: &'a BTreeSet<String>,
+    pub live: &'a LiveState,
+    /// Connectors whose config the worker rejected: name -> (config hash, message).
+    pub worker_rejected: &'a BTreeMap<String, (String, String)>,
+    /// Restarts so far, per connector.
+    pub restarts: &'a BTreeMap<String, u32>,
+    /// Secret values per connector, masked in whatever the worker says about it.
+    pub secrets: &'a BTreeMap<String, Vec<String>>,
+}
+
+/// What to write on the ConfigMap.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    None,
+    /// A JSON merge patch of `metadata.annotations` (`null` removes one).
+    Annotations(Map<String, Value>),
+    /// Its connectors are gone: remove the finalizer and every connect-gate annotation.
+    Release,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub notes: Vec<Note>,
+    pub change: Change,
+}
+
+/// What `connect-gate.io/status` says about one connector.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ConnectorStatus {
+    pub state: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+}
+
+impl ConnectorStatus {
+    fn from_live(live: Option<&Live>, secrets: &[&str]) -> Self {
+        let empty = |state: &str| ConnectorStatus {
+            state: state.into(),
+            tasks: BTreeMap::new(),
+            trace: None,
+            restarts: None,
+            note: None,
+        };
+        let Some(live) = live else { return empty("ABSENT") };
+        let Some(status) = &live.status else {
+            return empty("PENDING");
+        };
+        let trace = status
+            .connector
+            .trace
+            .iter()
+            .chain(
+                status
+                    .tasks
+                    .iter()
+                    .filter(|t| t.state == "FAILED")
+                    .filter_map(|t| t.trace.as_ref()),
+            )
+            .next()
+            .filter(|_| status.failed())
+            .map(|t| shorten_trace(t, secrets, TRACE_MAX));
+        ConnectorStatus {
+            state: status.connector.state.clone(),
+            tasks: status
+                .tasks
+                .iter()
+                .map(|t| (t.id.to_string(), t.state.clone()))
+                .collect(),
+            trace,
+            restarts: None,
+            note: None,
+        }
+    }
+}
+
+/// The report on one ConfigMap.
+pub fn report(f: &Facts) -> Report {
+    let p = f.plan;
+    let mut managed = p.managed_pre.clone();
+    for name in &p.release {
+        if !f.failed_deletes.contains(name) {
+            managed.remove(name);
+        }
+    }
+    let mut notes = Vec::new();
+    if f.deleting {
+        if managed.is_empty() && f.has_finalizer {
+            return Report {
+                notes,
+                change: Change::Release,
+            };
+        }
+        if managed == *f.managed && f.errors.is_empty() {
+            return Report {
+                notes,
+                change: Change::None,
+            };
+        }
+    }
+
+    // last-error: the pipeline's rejections, the worker's 400s, failures of this pass.
+    let worker_rejected = |name: &String| {
+        f.worker_rejected
+            .get(name)
+            .filter(|(hash, _)| p.desired.get(name) == Some(hash))
+    };
+    let mut errors = f.rejections.clone();
+    for name in p.desired.keys() {
+        if let Some((_, message)) = worker_rejected(name) {
+            errors.push(format!("connector {name}: {message}"));
+        }
+    }
+    errors.extend(f.errors.iter().cloned());
+    let last_error = (!errors.is_empty()).then(|| errors.join("\n"));
+    let previous: BTreeSet<&str> = f
+        .annotations
+        .get(ANNOTATION_LAST_ERROR)
+        .map(|e| e.lines().collect())
+        .unwrap_or_default();
+    let new_rejections: Vec<&String> = f.rejections.iter().filter(|m| !previous.contains(m.as_str())).collect();
+    if !new_rejections.is_empty() {
+        let text = new_rejections.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n");
+        notes.push(Note::warning("Rejected", text));
+    }
+
+    // status: every connector this ConfigMap declares or still manages.
+    let names: BTreeSet<&String> = p
+        .desired
+        .keys()
+        .chain(p.rejected.iter())
+        .chain(managed.keys())
+        .collect();
+    let previous_status: BTreeMap<String, Value> = f
+        .annotations
+        .get(ANNOTATION_STATUS)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let mut status: BTreeMap<&String, ConnectorStatus> = BTreeMap::new();
+    for name in names {
+        let secrets: Vec<&str> = f
+            .secrets
+            .get(name)
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut s = ConnectorStatus::from_live(f.live.get(name), &secrets);
+        if f.written.contains(name) {
+            s.state = "PENDING".into();
+            s.tasks.clear();
+            s.trace = None;
+        }
+        if p.rejected.contains(name) {
+            s.note = Some("rejected: not applied, see connect-gate.io/last-error");
+        } else if worker_rejected(name).is_some() {
+            s.note = Some("the worker rejected the config, see connect-gate.io/last-error");
+        }
+        s.restarts = f.restarts.get(name).copied().filter(|t| *t > 0);
+        let was_trace = previous_status
+            .get(name)
+            .and_then(|v| v.get("trace"))
+            .and_then(Value::as_str);
+        if let Some(trace) = &s.trace
+            && was_trace != Some(trace.as_str())
+        {
+            notes.push(Note::warning("Failed", format!("connector {name} is FAILED: {trace}")));
+        }
+        status.insert(name, s);
+    }
+
+    let applied: BTreeMap<String, String> = f
+        .applied
+        .iter()
+        .filter(|(n, _)| managed.contains_key(*n))
+        .map(|(n, h)| (n.clone(), h.clone()))
+        .collect();
+    let status = if status.is_empty() {
+        Value::Null
+    } else {
+        json!(serde_json::to_string(&status).expect("serialises"))
+    };
+    let wanted: [(&str, Value); 4] = [
+        (ANNOTATION_CONNECTORS, map_annotation(&managed)),
+        (ANNOTATION_APPLIED, map_annotation(&applied)),
+        (ANNOTATION_STATUS, status),
+        (
+            ANNOTATION_LAST_ERROR,
+            last_error.map(Value::String).unwrap_or(Value::Null),
+        ),
+    ];
+    let mut patch = Map::new();
+    for (key, value) in wanted {
+        let current = f
+            .annotations
+            .get(key)
+            .map(|s| Value::String(s.clone()))
+            .unwrap_or(Value::Null);
+        if current != value {
+            patch.insert(key.to_string(), value);
+        }
+    }
+    let change = if patch.is_empty() {
+        Change::None
+    } else {
+        Change::Annotations(patch)
+    };
+    Report { notes, change }
+}
+
+/// Shortens a FAILED trace to its first line (the exception and its message), at most `max`
+/// characters, with the given secret values masked.
+pub fn shorten_trace(trace: &str, secrets: &[&str], max: usize) -> String {
+    let first = trace.lines().next().unwrap_or_default().trim();
+    let masked = mask(first, secrets);
+    if masked.chars().count() > max {
+        let cut: String = masked.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        masked
+    }
+}
+
+/// A JSON map annotation (`{connector: ...}`) as recorded; empty when absent or unreadable.
+pub fn json_annotation(annotations: &BTreeMap<String, String>, key: &str) -> BTreeMap<String, String> {
+    annotations
+        .get(key)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// A map as an annotation value: compact JSON, or `null` (removed) when empty.
+pub fn map_annotation(map: &BTreeMap<String, String>) -> Value {
+    if map.is_empty() {
+        Value::Null
+    } else {
+        Value::String(serde_json::to_string(map).expect("serialises"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::{LiveStatus, StateTrace, TaskStatus};
+
+    fn live(state: &str, tasks: &[(&str, Option<&str>)]) -> Live {
+        Live {
+            config: BTreeMap::new(),
+            status: Some(LiveStatus {
+                connector: StateTrace {
+                    state: state.into(),
+                    trace: None,
+                },
+                tasks: tasks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (s, t))| TaskStatus {
+                        id: i as i64,
+                        state: s.to_string(),
+                        trace: t.map(str::to_string),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// A ConfigMap declaring `a` (hash `h1`), as a pass sees it.
+    struct Case {
+        plan: CmPlan,
+        annotations: BTreeMap<String, String>,
+        deleting: bool,
+        managed: BTreeMap<String, String>,
+        applied: BTreeMap<String, String>,
+        rejections: Vec<String>,
+        errors: Vec<String>,
+        failed_deletes: BTreeSet<String>,
+        written: BTreeSet<String>,
+        live: LiveState,
+        worker_rejected: BTreeMap<String, (String, String)>,
+        restarts: BTreeMap<String, u32>,
+        secrets: BTreeMap<String, Vec<String>>,
+    }
+
+    impl Case {
+        fn new() -> Self {
+            Case {
+                plan: CmPlan {
+                    name: "cm".into(),
+                    managed_pre: map(&[("a", "a.json")]),
+                    desired: map(&[("a", "h1")]),
+                    ..CmPlan::default()
+                },
+                annotations: BTreeMap::new(),
+                deleting: false,
+                managed: map(&[("a", "a.json")]),
+                applied: map(&[("a", "h1")]),
+                rejections: vec![],
+                errors: vec![],
+                failed_deletes: BTreeSet::new(),
+                written: BTreeSet::new(),
+                live: [("a".to_string(), live("RUNNING", &[("RUNNING", None)]))].into(),
+                worker_rejected: BTreeMap::new(),
+                restarts: BTreeMap::new(),
+                secrets: BTreeMap::new(),
+            }
+        }
+
+        fn report(&self) -> Report {
+            report(&Facts {
+                plan: &self.plan,
+                annotations: &self.annotations,
+                deleting: self.deleting,
+                has_finalizer: true,
+                managed: &self.managed,
+                applied: &self.applied,
+                rejections: self.rejections.clone(),
+                errors: &self.errors,
+                failed_deletes: &self.failed_deletes,
+                written: &self.written,
+                live: &self.live,
+                worker_rejected: &self.worker_rejected,
+                restarts: &self.restarts,
+                secrets: &self.secrets,
+            })
+        }
+
+        /// The annotations after applying this report's patch.
+        fn converged(&self) -> BTreeMap<String, String> {
+            let mut annotations = self.annotations.clone();
+            if let Change::Annotations(patch) = self.report().change {
+                for (k, v) in patch {
+                    match v {
+                        Value::String(s) => annotations.insert(k, s),
+                        _ => annotations.remove(&k),
+                    };
+                }
+            }
+            annotations
+        }
+    }
+
+    fn patch(report: Report) -> Map<String, Value> {
+        match report.change {
+            Change::Annotations(p) => p,
+            other => panic!("expected an annotation patch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_running_connector_is_recorded_and_a_converged_configmap_needs_no_write() {
+        let mut case = Case::new();
+        let p = patch(case.report());
+        assert_eq!(p[ANNOTATION_CONNECTORS], json!(r#"{"a":"a.json"}"#));
+        assert_eq!(p[ANNOTATION_APPLIED], json!(r#"{"a":"h1"}"#));
+        assert_eq!(
+            p[ANNOTATION_STATUS],
+            json!(r#"{"a":{"state":"RUNNING","tasks":{"0":"RUNNING"}}}"#)
+        );
+        assert!(!p.contains_key(ANNOTATION_LAST_ERROR), "nothing to remove");
+        case.annotations = case.converged();
+        assert_eq!(
+            case.report(),
+            Report {
+                notes: vec![],
+                change: Change::None
+            }
+        );
+    }
+
+    #[test]
+    fn a_connector_written_this_pass_is_pending() {
+        let mut case = Case::new();
+        case.written.insert("a".into());
+        let p = patch(case.report());
+        assert_eq!(p[ANNOTATION_STATUS], json!(r#"{"a":{"state":"PENDING"}}"#));
+    }
+
+    #[test]
+    fn failed_traces_are_shown_masked_and_announced_once() {
+        let mut case = Case::new();
+        case.live.insert(
+            "a".into(),
+            live(
+                "RUNNING",
+                &[
+                    ("RUNNING", None),
+                    ("FAILED", Some("java.io.IOException: bad password p4ssw0rd!\n\tat x")),
+                ],
+            ),
+        );
+        case.secrets.insert("a".into(), vec!["p4ssw0rd!".into()]);
+        let report = case.report();
+        assert_eq!(
+            report.notes,
+            vec![Note::warning(
+                "Failed",
+                "connector a is FAILED: java.io.IOException: bad password ****".into()
+            )]
+        );
+        assert_eq!(
+            patch(report)[ANNOTATION_STATUS],
+            json!(
+                r#"{"a":{"state":"RUNNING","tasks":{"0":"RUNNING","1":"FAILED"},"trace":"java.io.IOException: bad password ****"}}"#
+            )
+        );
+        case.annotations = case.converged();
+        assert!(case.report().notes.is_empty(), "the same trace is not announced again");
+    }
+
+    #[test]
+    fn rejections_go_to_last_error_and_only_new_ones_become_events() {
+        let mut case = Case::new();
+        case.plan.desired.clear();
+        case.plan.rejected.insert("a".into());
+        case.rejections = vec!["key a.json: bad".into()];
+        let report = case.report();
+        assert_eq!(report.notes, vec![Note::warning("Rejected", "key a.json: bad".into())]);
+        let p = patch(report);
+        assert_eq!(p[ANNOTATION_LAST_ERROR], json!("key a.json: bad"));
+        assert!(p[ANNOTATION_STATUS].as_str().unwrap().contains("rejected: not applied"));
+        case.annotations = case.converged();
+        assert!(case.report().notes.is_empty());
+        case.rejections.clear();
+        case.plan.rejected.clear();
+        case.plan.desired = map(&[("a", "h1")]);
+        assert_eq!(
+            patch(case.report())[ANNOTATION_LAST_ERROR],
+            Value::Null,
+            "fixed: removed"
+        );
+    }
+
+    #[test]
+    fn a_worker_rejection_counts_only_for_the_config_it_rejected() {
+        let mut case = Case::new();
+        case.worker_rejected.insert(
+            "a".into(),
+            ("h1".into(), "Kafka Connect rejected the config: no".into()),
+        );
+        let p = patch(case.report());
+        assert_eq!(
+            p[ANNOTATION_LAST_ERROR],
+            json!("connector a: Kafka Connect rejected the config: no")
+        );
+        case.plan.desired = map(&[("a", "h2")]);
+        assert!(!patch(case.report()).contains_key(ANNOTATION_LAST_ERROR));
+    }
+
+    #[test]
+    fn a_deleted_configmap_is_released_once_its_connectors_are_gone() {
+        let mut case = Case::new();
+        case.deleting = true;
+        case.plan.desired.clear();
+        case.plan.release.insert("a".into());
+        assert_eq!(case.report().change, Change::Release);
+        case.failed_deletes.insert("a".into());
+        case.errors = vec!["connector a: DELETE answered 500: boom".into()];
+        let p = patch(case.report());
+        assert_eq!(
+            p[ANNOTATION_LAST_ERROR],
+            json!("connector a: DELETE answered 500: boom")
+        );
+    }
+
+    #[test]
+    fn released_names_leave_the_managed_and_applied_maps() {
+        let mut case = Case::new();
+        case.plan.managed_pre = map(&[("a", "a.json"), ("old", "old.json")]);
+        case.plan.release.insert("old".into());
+        case.applied = map(&[("a", "h1"), ("old", "h0")]);
+        let p = patch(case.report());
+        assert_eq!(p[ANNOTATION_CONNECTORS], json!(r#"{"a":"a.json"}"#));
+        assert_eq!(p[ANNOTATION_APPLIED], json!(r#"{"a":"h1"}"#));
+    }
+
+    #[test]
+    fn restarts_are_counted_in_the_status() {
+        let mut case = Case::new();
+        case.restarts.insert("a".into(), 2);
+        assert!(
+            patch(case.report())[ANNOTATION_STATUS]
+                .as_str()
+                .unwrap()
+                .contains(r#""restarts":2"#)
+        );
+    }
+
+    #[test]
+    fn empty_maps_remove_their_annotation_and_traces_are_shortened() {
+        assert_eq!(map_annotation(&BTreeMap::new()), Value::Null);
+        assert_eq!(map_annotation(&map(&[("a", "k")])), json!(r#"{"a":"k"}"#));
+        let t = shorten_trace(
+            "org.x.Boom: cannot log in with s3cr3t-pw\n\tat a.b.C",
+            &["s3cr3t-pw", "ab"],
+            200,
+        );
+        assert_eq!(t, "org.x.Boom: cannot log in with ****");
+        assert_eq!(shorten_trace(&"x".repeat(50), &[], 10), format!("{}…", "x".repeat(10)));
+        assert_eq!(ConnectorStatus::from_live(None, &[]).state, "ABSENT");
+    }
+}

@@ -1,0 +1,199 @@
+//! The reconciler's side of the Kafka Connect REST API: every call counted, 409 (a rebalance
+//! in progress) and 5xx retried with capped exponential backoff, the worker's state read in one
+//! bulk call, and each planned [`Action`] turned into its request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::ReconcileError;
+use super::plan::{self, Action, Live, LiveState};
+use crate::connect::{ConnectClient, ConnectError, RestResponse, connector_path};
+use crate::metrics::{Metrics, RestLabels};
+use crate::pipeline::secrets::mask;
+
+/// Retries of one call answered 409 or 5xx, 250 ms doubling up to 4 s.
+const CALL_RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(250))
+    .with_max_delay(Duration::from_secs(4))
+    .with_max_times(5)
+    .with_jitter();
+
+/// Why an action did not happen.
+pub enum ActionError {
+    /// The worker found the config invalid (400): reported, not retried until it changes.
+    Rejected(String),
+    /// Anything else that failed: retried by the next pass.
+    Failed(String),
+    /// The worker is unreachable: the pass stops here.
+    Fatal(ReconcileError),
+}
+
+impl From<ConnectError> for ActionError {
+    fn from(e: ConnectError) -> Self {
+        ActionError::Fatal(ReconcileError::Worker(e))
+    }
+}
+
+pub struct Worker {
+    connect: ConnectClient,
+    metrics: Metrics,
+}
+
+impl Worker {
+    pub fn new(connect: ConnectClient, metrics: Metrics) -> Self {
+        Self { connect, metrics }
+    }
+
+    /// One REST call, counted and retried. An unreachable worker is an error at once: the pass
+    /// is retried instead.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<RestResponse, ConnectError> {
+        let mut delays = CALL_RETRY.build();
+        loop {
+            let result = self.connect.send(method.clone(), path, body).await;
+            let status = match &result {
+                Ok(r) => r.status.as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            };
+            self.metrics
+                .rest_calls
+                .get_or_create(&RestLabels {
+                    method: method.to_string(),
+                    status,
+                })
+                .inc();
+            match result {
+                Ok(r) if r.status.as_u16() == 409 || r.status.is_server_error() => match delays.next() {
+                    Some(delay) => {
+                        tracing::debug!(status = %r.status, ?delay, "Kafka Connect busy; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Ok(r),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    /// The worker's connectors in one bulk call; a connector it lists but leaves out of the
+    /// expansion (status not written yet) and that matters here is fetched on its own.
+    pub async fn read_live(&self, interest: &BTreeSet<String>) -> Result<LiveState, ReconcileError> {
+        let what = "GET /connectors?expand=info&expand=status";
+        let r = self
+            .call(Method::GET, "/connectors?expand=info&expand=status", None)
+            .await?;
+        if !r.status.is_success() {
+            return Err(ReconcileError::WorkerStatus {
+                what: what.into(),
+                status: r.status.as_u16(),
+                message: r.message(),
+            });
+        }
+        let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode {
+            what: what.into(),
+            source,
+        })?;
+        let unlisted: Vec<&String> = interest.iter().filter(|n| !live.contains_key(*n)).collect();
+        for name in unlisted {
+            let r = self.call(Method::GET, &connector_path(name), None).await?;
+            match r.status.as_u16() {
+                404 => {}
+                200 => {
+                    #[derive(serde::Deserialize)]
+                    struct Info {
+                        config: BTreeMap<String, String>,
+                    }
+                    let info: Info = serde_json::from_slice(&r.body).map_err(|source| ReconcileError::Decode {
+                        what: "GET /connectors/{name}".into(),
+                        source,
+                    })?;
+                    live.insert(
+                        name.clone(),
+                        Live {
+                            config: info.config,
+                            status: None,
+                        },
+                    );
+                }
+                status => {
+                    return Err(ReconcileError::WorkerStatus {
+                        what: "GET /connectors/{name}".into(),
+                        status,
+                        message: r.message(),
+                    });
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Sends the request for one action. What the worker says is masked with `secrets`, the
+    /// values of the connector's config that came from variables or env.
+    pub async fn execute(&self, action: &Action, secrets: &[&str]) -> Result<(), ActionError> {
+        let fail = |what: &str, r: &RestResponse| {
+            ActionError::Failed(format!(
+                "{what} answered {}: {}",
+                r.status.as_u16(),
+                mask(&r.message(), secrets)
+            ))
+        };
+        match action {
+            Action::Put {
+                name, config, cause, ..
+            } => {
+                let path = format!("{}/config", connector_path(name));
+                let r = self.call(Method::PUT, &path, Some(&json!(config))).await?;
+                match r.status.as_u16() {
+                    200 | 201 => {
+                        tracing::info!(connector = %name, cause = ?cause, "applied");
+                        Ok(())
+                    }
+                    400 | 422 => {
+                        tracing::warn!(connector = %name, "the worker rejected the config");
+                        Err(ActionError::Rejected(format!(
+                            "Kafka Connect rejected the config: {}",
+                            mask(&r.message(), secrets)
+                        )))
+                    }
+                    _ => Err(fail("PUT config", &r)),
+                }
+            }
+            Action::Delete { name, cause, .. } => {
+                let r = self.call(Method::DELETE, &connector_path(name), None).await?;
+                match r.status.as_u16() {
+                    200 | 202 | 204 | 404 => {
+                        tracing::info!(connector = %name, cause = ?cause, "deleted");
+                        Ok(())
+                    }
+                    _ => Err(fail("DELETE", &r)),
+                }
+            }
+            Action::State { name, to, .. } => {
+                let path = format!("{}/{}", connector_path(name), to.verb());
+                let r = self.call(Method::PUT, &path, None).await?;
+                match r.status.as_u16() {
+                    200 | 202 | 204 => {
+                        tracing::info!(connector = %name, transition = to.verb(), "state changed");
+                        Ok(())
+                    }
+                    // 404 included: created a moment ago and not yet visible to this worker.
+                    _ => Err(fail(to.verb(), &r)),
+                }
+            }
+            Action::Restart { name, .. } => {
+                let path = format!("{}/restart?includeTasks=true&onlyFailed=true", connector_path(name));
+                let r = self.call(Method::POST, &path, None).await?;
+                match r.status.as_u16() {
+                    200 | 202 | 204 => {
+                        tracing::info!(connector = %name, "restarted failed connector/tasks");
+                        Ok(())
+                    }
+                    _ => Err(fail("restart", &r)),
+                }
+            }
+        }
+    }
+}
