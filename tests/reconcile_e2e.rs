@@ -157,7 +157,7 @@ async fn annotation(env: &TestEnv, cm: &str, key: &str) -> Option<String> {
 
 /// The connector's config on the worker at `url`, or an error naming its absence.
 async fn config_at(url: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
-    let (status, body) = support::ConnectClient::new(url)
+    let (status, body) = support::WorkerRest::new(url)
         .get(&format!("/connectors/{name}/config"))
         .await;
     match status {
@@ -179,9 +179,7 @@ async fn wait_config(url: &str, name: &str, key: &str, value: &str) {
 
 async fn wait_absent(url: &str, name: &str) {
     eventually(&format!("connector {name} to be deleted"), WAIT, || async {
-        let (status, body) = support::ConnectClient::new(url)
-            .get(&format!("/connectors/{name}"))
-            .await;
+        let (status, body) = support::WorkerRest::new(url).get(&format!("/connectors/{name}")).await;
         if status == 404 {
             Ok(())
         } else {
@@ -704,7 +702,7 @@ async fn worker_restarted_mid_reconcile_loses_nothing() {
     }
     // As soon as the first connector exists, the worker dies.
     eventually("the first connector to be created", WAIT, || async {
-        let (status, body) = support::ConnectClient::new(&url).get("/connectors").await;
+        let (status, body) = support::WorkerRest::new(&url).get("/connectors").await;
         let list: Vec<String> = serde_json::from_value(body.clone()).unwrap_or_default();
         if status == 200 && !list.is_empty() {
             Ok(())
@@ -899,7 +897,7 @@ async fn unmanaged_connectors_are_left_alone_unless_pruning() {
     let worker_name = format!("pr-{}", support::random_suffix());
     let url = OwnWorker::start(&worker_name);
     let _worker = OwnWorker { name: worker_name };
-    let rest = support::ConnectClient::new(&url);
+    let rest = support::WorkerRest::new(&url);
     let stranger = env.connector_name("stranger");
     let input = dir.path().join("in.txt");
     let config =

@@ -170,10 +170,10 @@ async fn basic_auth_worker_rejects_anonymous_requests() {
     let worker = env.start_connect_worker("auth", true);
     let (user, password) = worker.basic_auth.clone().unwrap();
 
-    let anonymous = support::ConnectClient::new(&worker.url);
+    let anonymous = support::WorkerRest::new(&worker.url);
     let (status, _) = anonymous.get("/connectors").await;
     assert_eq!(status, 401);
-    let wrong = support::ConnectClient::new(&worker.url).with_basic_auth(&user, "not-the-password");
+    let wrong = support::WorkerRest::new(&worker.url).with_basic_auth(&user, "not-the-password");
     assert_eq!(wrong.get("/connectors").await.0, 401);
     let (status, body) = worker.client().get("/connectors").await;
     assert_eq!(status, 200, "{body}");

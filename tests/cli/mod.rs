@@ -5,7 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_connect-gate");
+// The binary under test, shared with the e2e support (whose process module needs nothing else).
+#[path = "../support/process.rs"]
+mod process;
+pub use process::BIN;
 
 /// Secret values the tests plant; none may ever be printed unless `--reveal`.
 pub const SECRETS: &[&str] = &["s3cr3t-user-info==x", "hunter2-password", "https://sr.internal:8081"];
