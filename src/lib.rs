@@ -3,8 +3,8 @@
 //! Both, and the offline CLI, judge through one verdict pipeline ([`pipeline`]), reached from
 //! the sidecar through [`judge::Judge`].
 //!
-//! Layers, each importing only those above it: `config`, `metrics` → `pipeline` → `connect`
-//! (the worker's REST API) → `judge` → `webhook`, `reconcile` → `serve` → `cli`.
+//! Layers, each importing only those before it: `pipeline`, `metrics` → `config`, `connect` (the
+//! worker's REST API) → `judge` → `webhook`, `reconcile` → `serve` → `cli`.
 
 pub mod cli;
 pub mod config;

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub worker_validations: Family<ResultLabels, Counter>,
     pub cert_reloads: Counter,
     pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Histogram,
     pub rest_calls: Family<RestLabels, Counter>,
     pub drift_reverts: Counter,
     pub connectors: Family<StateLabels, Gauge>,
@@ -56,6 +57,7 @@ impl Metrics {
             worker_validations: Family::default(),
             cert_reloads: Counter::default(),
             reconciles: Family::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             rest_calls: Family::default(),
             drift_reverts: Counter::default(),
             connectors: Family::default(),
@@ -94,6 +96,11 @@ impl Metrics {
             metrics.cert_reloads.clone(),
         );
         r.register("reconciles", "Reconcile passes by result", metrics.reconciles.clone());
+        r.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile pass",
+            metrics.reconcile_duration.clone(),
+        );
         r.register(
             "rest_calls",
             "Kafka Connect REST calls by method and status",

@@ -184,7 +184,11 @@ impl Reconciler {
                 _ = tokio::time::sleep_until(next) => {}
             }
             let span = tracing::info_span!("reconcile", namespace = %self.view.namespace);
+            let started = Instant::now();
             let result = tracing::Instrument::instrument(self.pass(), span).await;
+            self.metrics
+                .reconcile_duration
+                .observe(started.elapsed().as_secs_f64());
             let delay = match result {
                 Ok(outcome) => {
                     retry = PASS_RETRY.build();
