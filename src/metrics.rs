@@ -39,6 +39,7 @@ pub struct Metrics {
     pub plugin_refresh_failures: Counter,
     pub worker_validations: Family<ResultLabels, Counter>,
     pub cert_reloads: Counter,
+    pub cert_reload_failures: Counter,
     pub reconciles: Family<ResultLabels, Counter>,
     pub rest_calls: Family<RestLabels, Counter>,
     pub drift_reverts: Counter,
@@ -55,6 +56,7 @@ impl Metrics {
             plugin_refresh_failures: Counter::default(),
             worker_validations: Family::default(),
             cert_reloads: Counter::default(),
+            cert_reload_failures: Counter::default(),
             reconciles: Family::default(),
             rest_calls: Family::default(),
             drift_reverts: Counter::default(),
@@ -92,6 +94,11 @@ impl Metrics {
             "cert_reloads",
             "Serving certificate reloads",
             metrics.cert_reloads.clone(),
+        );
+        r.register(
+            "cert_reload_failures",
+            "Serving certificate reloads that found the files missing, unparsable or mismatched",
+            metrics.cert_reload_failures.clone(),
         );
         r.register("reconciles", "Reconcile passes by result", metrics.reconciles.clone());
         r.register(

@@ -93,31 +93,58 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
+    // Missing certificate files are waited for (cert-manager issues them after the pod starts);
+    // files that exist but are unusable stop the start.
     let resolver = match (args.no_webhook, &args.tls_cert, &args.tls_key) {
         (false, Some(cert), Some(key)) => Some(
-            tls::CertResolver::load(cert.clone(), key.clone()).context("loading the webhook's serving certificate")?,
+            tls::CertResolver::load_or_wait(cert.clone(), key.clone())
+                .context("loading the webhook's serving certificate")?,
         ),
         _ => None,
     };
+    let webhook = resolver.as_ref().map(|resolver| {
+        Arc::new(Webhook {
+            shared: shared.clone(),
+            on_plugins_unavailable: args.on_plugins_unavailable,
+            worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
+            cert_loaded: Box::new({
+                let resolver = resolver.clone();
+                move || resolver.loaded()
+            }),
+        })
+    });
     let registry = Arc::new(registry);
     let scrape = {
-        let (resolver, counter) = (resolver.clone(), shared.metrics.cert_reloads.clone());
+        let (resolver, metrics) = (resolver.clone(), shared.metrics.clone());
+        let one_at_a_time = std::sync::Mutex::new(());
         move || {
-            // The resolver counts its reloads; bring the counter up to date at scrape time.
+            // The resolver counts; bring the counters up to date at scrape time, one scrape at a
+            // time so that two concurrent scrapes cannot both add the same difference.
             if let Some(r) = &resolver {
-                counter.inc_by(r.reloads().saturating_sub(counter.get()));
+                let _guard = one_at_a_time.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (counter, total) in [
+                    (&metrics.cert_reloads, r.reloads()),
+                    (&metrics.cert_reload_failures, r.reload_failures()),
+                ] {
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
             }
             metrics::encode(&registry)
         }
     };
     let scrape = Arc::new(scrape);
-    let metrics_router = axum::Router::new().route(
+    let mut metrics_router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let scrape = scrape.clone();
             async move { scrape() }
         }),
     );
+    if let Some(webhook) = &webhook {
+        // Until its certificate exists the webhook port fails every TLS handshake, so readiness is
+        // answered here in plain HTTP too, by the webhook's own /readyz.
+        metrics_router = metrics_router.route_service("/readyz", webhook::router(webhook.clone()).into_service());
+    }
     let stop = shutdown.clone();
     tasks.spawn(async move {
         axum::serve(metrics_listener, metrics_router)
@@ -126,17 +153,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("metrics listener")
     });
 
-    if let Some(resolver) = resolver {
+    if let (Some(resolver), Some(webhook)) = (resolver, webhook) {
         resolver.spawn_reloader(Duration::from_secs(2));
-        let webhook = Arc::new(Webhook {
-            shared: shared.clone(),
-            on_plugins_unavailable: args.on_plugins_unavailable,
-            worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
-            cert_loaded: Box::new({
-                let resolver = resolver.clone();
-                move || resolver.loaded()
-            }),
-        });
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding --listen {}", args.listen))?;
