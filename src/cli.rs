@@ -12,7 +12,7 @@ use crate::pipeline::manifest;
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::template::Renderer;
 use crate::pipeline::verdict::{Desired, Pipeline, PluginCheck, Verdict};
-use crate::tls;
+use crate::webhook::tls;
 
 /// A usage or I/O error: exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -181,19 +181,10 @@ async fn render(args: PipelineArgs, reveal: bool) -> Result<ExitCode, UsageError
 }
 
 fn certs(args: &CertsArgs) -> Result<ExitCode, UsageError> {
-    tls::generate_certs(&args.out, &args.dns, &args.ips).map_err(|e| UsageError(e.to_string()))?;
-    let show = |f: &str| args.out.join(f).display().to_string();
-    println!(
-        "wrote {} and {} (key mode 0600), signed by {}",
-        show(tls::TLS_CERT),
-        show(tls::TLS_KEY),
-        show(tls::CA_CERT)
-    );
-    println!(
-        "serve with: --tls-cert {} --tls-key {}",
-        show(tls::TLS_CERT),
-        show(tls::TLS_KEY)
-    );
-    println!("webhook caBundle: base64 -w0 {}", show(tls::CA_CERT));
+    let files = tls::generate_certs(&args.out, &args.dns, &args.ips).map_err(|e| UsageError(e.to_string()))?;
+    let (ca_cert, cert, key) = (files.ca_cert.display(), files.cert.display(), files.key.display());
+    println!("wrote {cert} and {key} (key mode 0600), signed by {ca_cert}");
+    println!("serve with: --tls-cert {cert} --tls-key {key}");
+    println!("webhook caBundle: base64 -w0 {ca_cert}");
     Ok(ExitCode::SUCCESS)
 }

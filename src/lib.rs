@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;
 pub mod serve;
-pub mod tls;
 pub mod webhook;
 
 /// rustls needs one process-wide crypto provider; connect-gate uses ring.

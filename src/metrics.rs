@@ -39,6 +39,7 @@ pub struct Metrics {
     pub plugin_refresh_failures: Counter,
     pub worker_validations: Family<ResultLabels, Counter>,
     pub cert_reloads: Counter,
+    pub cert_reload_failures: Counter,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub rest_calls: Family<RestLabels, Counter>,
@@ -56,6 +57,7 @@ impl Metrics {
             plugin_refresh_failures: Counter::default(),
             worker_validations: Family::default(),
             cert_reloads: Counter::default(),
+            cert_reload_failures: Counter::default(),
             reconciles: Family::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             rest_calls: Family::default(),
@@ -94,6 +96,11 @@ impl Metrics {
             "cert_reloads",
             "Serving certificate reloads",
             metrics.cert_reloads.clone(),
+        );
+        r.register(
+            "cert_reload_failures",
+            "Serving certificate reloads that found the files missing, unparsable or mismatched",
+            metrics.cert_reload_failures.clone(),
         );
         r.register("reconciles", "Reconcile passes by result", metrics.reconciles.clone());
         r.register(

@@ -21,7 +21,7 @@ use crate::pipeline::inputs::LiveInputs;
 use crate::pipeline::template::Renderer;
 use crate::pipeline::verdict::Pipeline;
 use crate::reconcile;
-use crate::tls;
+use crate::webhook::tls;
 use crate::webhook::{self, Webhook};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -65,42 +65,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
         .await
         .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
+    // Missing certificate files are waited for (cert-manager issues them after the pod starts);
+    // files that exist but are unusable stop the start.
     let resolver = match (args.no_webhook, &args.tls_cert, &args.tls_key) {
         (false, Some(cert), Some(key)) => Some(
-            tls::CertResolver::load(cert.clone(), key.clone()).context("loading the webhook's serving certificate")?,
+            tls::CertResolver::load_or_wait(cert.clone(), key.clone())
+                .context("loading the webhook's serving certificate")?,
         ),
         _ => None,
     };
-    let registry = Arc::new(registry);
-    let scrape = {
-        let (resolver, counter) = (resolver.clone(), metrics.cert_reloads.clone());
-        move || {
-            // The resolver counts its reloads; bring the counter up to date at scrape time.
-            if let Some(r) = &resolver {
-                counter.inc_by(r.reloads().saturating_sub(counter.get()));
-            }
-            metrics::encode(&registry)
-        }
-    };
-    let scrape = Arc::new(scrape);
-    let metrics_router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let scrape = scrape.clone();
-            async move { scrape() }
-        }),
-    );
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        axum::serve(metrics_listener, metrics_router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .context("metrics listener")
-    });
-
-    if let Some(resolver) = resolver {
-        resolver.spawn_reloader(Duration::from_secs(2));
-        let webhook = Arc::new(Webhook {
+    let webhook = resolver.as_ref().map(|resolver| {
+        Arc::new(Webhook {
             judge: judge.clone(),
             connect: connect.clone(),
             metrics: metrics.clone(),
@@ -111,7 +86,52 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let resolver = resolver.clone();
                 move || resolver.loaded()
             }),
-        });
+        })
+    });
+    let registry = Arc::new(registry);
+    let scrape = {
+        let (resolver, metrics) = (resolver.clone(), metrics.clone());
+        let one_at_a_time = std::sync::Mutex::new(());
+        move || {
+            // The resolver counts; bring the counters up to date at scrape time, one scrape at a
+            // time so that two concurrent scrapes cannot both add the same difference.
+            if let Some(r) = &resolver {
+                let _guard = one_at_a_time.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (counter, total) in [
+                    (&metrics.cert_reloads, r.reloads()),
+                    (&metrics.cert_reload_failures, r.reload_failures()),
+                ] {
+                    counter.inc_by(total.saturating_sub(counter.get()));
+                }
+            }
+            metrics::encode(&registry)
+        }
+    };
+    let scrape = Arc::new(scrape);
+    let mut metrics_router = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let scrape = scrape.clone();
+                async move { scrape() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    if let Some(webhook) = &webhook {
+        // Until its certificate exists the webhook port fails every TLS handshake, so readiness is
+        // answered here in plain HTTP too, by the webhook's own /readyz.
+        metrics_router = metrics_router.route_service("/readyz", webhook::router(webhook.clone()).into_service());
+    }
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(metrics_listener, metrics_router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .context("metrics listener")
+    });
+
+    if let (Some(resolver), Some(webhook)) = (resolver, webhook) {
+        resolver.spawn_reloader(Duration::from_secs(2));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("binding --listen {}", args.listen))?;

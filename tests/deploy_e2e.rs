@@ -369,17 +369,17 @@ async fn deployment_is_wired_to_the_build_and_the_examples_pass_check_on_the_wor
     );
 
     // Probes and hardening.
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+    // Alive over plain HTTP (no certificate needed yet), ready over the webhook's own HTTPS.
+    for (probe, scheme, path, port) in [
+        ("startupProbe", Value::Null, "/healthz", "metrics"),
+        ("livenessProbe", Value::Null, "/healthz", "metrics"),
+        ("readinessProbe", json!("HTTPS"), "/readyz", "webhook"),
+    ] {
         let get = &sidecar[probe]["httpGet"];
         assert_eq!(
-            (&get["scheme"], &get["path"]),
-            (&json!("HTTPS"), &json!(path)),
+            (&get["scheme"], &get["path"], &get["port"]),
+            (&scheme, &json!(path), &json!(port)),
             "{probe}"
-        );
-        assert!(
-            get["port"] == json!("webhook") || get["port"] == json!(8443),
-            "{probe} port {}",
-            get["port"]
         );
     }
     let sc = &sidecar["securityContext"];

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use connect_gate::tls;
+use connect_gate::webhook::tls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;

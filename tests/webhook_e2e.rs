@@ -33,9 +33,21 @@ impl Gate {
     }
 
     async fn launch(env: &TestEnv, extra: &[&str], ready: bool) -> Gate {
+        let mut gate = Self::spawn(env, extra, true);
+        gate.wait_until_answering(if ready { "readyz" } else { "healthz" })
+            .await;
+        gate.register(env).await;
+        gate
+    }
+
+    /// Starts `connect-gate serve` without waiting for it. With `certs` false its certificate
+    /// files do not exist yet, as when cert-manager issues them after the pod started.
+    fn spawn(env: &TestEnv, extra: &[&str], certs: bool) -> Gate {
         let dir = tempfile::tempdir().unwrap();
-        let certs = dir.path().join("certs");
-        issue_certs(&certs);
+        let certs_dir = dir.path().join("certs");
+        if certs {
+            issue_certs(&certs_dir);
+        }
         let vars = dir.path().join("vars");
         std::fs::create_dir(&vars).unwrap();
         std::fs::write(vars.join("topics.properties"), "orders.topic=orders\n").unwrap();
@@ -48,9 +60,9 @@ impl Gate {
             "--metrics-listen",
             &format!("127.0.0.1:{metrics_port}"),
             "--tls-cert",
-            certs.join("tls.crt").to_str().unwrap(),
+            certs_dir.join("tls.crt").to_str().unwrap(),
             "--tls-key",
-            certs.join("tls.key").to_str().unwrap(),
+            certs_dir.join("tls.key").to_str().unwrap(),
             "--vars-dir",
             vars.to_str().unwrap(),
             "--env-file",
@@ -67,25 +79,31 @@ impl Gate {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let process = Process::spawn(&args, &[], dir.path().join("serve.log"));
-        let mut gate = Gate {
+        Gate {
             process,
             dir,
             port,
             metrics_port,
             registrations: vec![],
-        };
-        let client = gate.https_client();
-        let url = format!("https://127.0.0.1:{port}/{}", if ready { "readyz" } else { "healthz" });
-        eventually("the webhook to be ready", Duration::from_secs(30), || async {
-            match client.get(&url).send().await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                Ok(r) => Err(format!("readyz {}", r.status())),
-                Err(e) => Err(format!("{e}; log: {}", gate.process.log_tail())),
-            }
-        })
+        }
+    }
+
+    /// Waits until `GET /{path}` on the webhook port succeeds.
+    async fn wait_until_answering(&self, path: &str) {
+        let client = self.https_client();
+        let url = format!("https://127.0.0.1:{}/{path}", self.port);
+        eventually(
+            &format!("the webhook to answer /{path}"),
+            Duration::from_secs(30),
+            || async {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("{path} {}", r.status())),
+                    Err(e) => Err(format!("{e}; log: {}", self.process.log_tail())),
+                }
+            },
+        )
         .await;
-        gate.register(env).await;
-        gate
     }
 
     fn ca_pem(&self) -> Vec<u8> {
@@ -141,6 +159,24 @@ impl Gate {
             .text()
             .await
             .unwrap()
+    }
+
+    /// The value of the counter `name` (e.g. `connect_gate_cert_reloads_total`) on /metrics.
+    async fn counter(&self, name: &str) -> u64 {
+        let metrics = self.metrics().await;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter {name} in:\n{metrics}"))
+    }
+
+    /// `GET /readyz` on the plain-HTTP metrics port: status and body.
+    async fn plain_readyz(&self) -> Result<(u16, String), String> {
+        let r = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.metrics_port))
+            .await
+            .map_err(|e| format!("{e}; log: {}", self.process.log_tail()))?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.map_err(|e| e.to_string())?))
     }
 
     fn certs_dir(&self) -> PathBuf {
@@ -366,6 +402,7 @@ async fn certificate_rotation_drops_no_request() {
     let url = format!("https://127.0.0.1:{}/validate", gate.port);
     let certs = gate.certs_dir();
     let before = std::fs::read(certs.join("tls.crt")).unwrap();
+    let reloads_before = gate.counter("connect_gate_cert_reloads_total").await;
     let ca = reqwest::Certificate::from_pem(&gate.ca_pem()).unwrap();
     let load = {
         let (client, url, review) = (client.clone(), url.clone(), review.clone());
@@ -408,8 +445,112 @@ async fn certificate_rotation_drops_no_request() {
         std::fs::read(certs.join("tls.crt")).unwrap(),
         "the certificate was rotated"
     );
-    let metrics = gate.metrics().await;
-    assert!(metrics.contains("connect_gate_cert_reloads_total"), "{metrics}");
+    // The reloader polls every 2s: the last rotation may be counted only after the load ended.
+    eventually("the rotations to be counted", Duration::from_secs(30), || async {
+        match gate.counter("connect_gate_cert_reloads_total").await {
+            n if n > reloads_before => Ok(()),
+            n => Err(format!("connect_gate_cert_reloads_total still {n}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_starts_before_its_certificate_exists_and_serves_once_it_appears() {
+    let env = TestEnv::new("webhook-late-cert").await;
+    let mut gate = Gate::spawn(&env, &[], false);
+
+    // Up without a certificate: readiness says why on the plain-HTTP port...
+    let (status, body) = eventually(
+        "serve to answer /readyz on the metrics port",
+        Duration::from_secs(30),
+        || async { gate.plain_readyz().await },
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (503, "serving certificate not loaded"));
+    assert!(
+        gate.process.log().contains("waiting for it"),
+        "{}",
+        gate.process.log_tail()
+    );
+
+    // ...and the webhook port fails TLS handshakes cleanly, again and again.
+    let staging = gate.dir.path().join("staging");
+    issue_certs(&staging);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(staging.join("ca.crt")).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    for _ in 0..3 {
+        let err = client
+            .get(format!("https://127.0.0.1:{}/healthz", gate.port))
+            .send()
+            .await
+            .unwrap_err();
+        let chain: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(chain.iter().any(|e| e.contains("fatal alert")), "{chain:?}");
+    }
+    assert_eq!(gate.plain_readyz().await.unwrap().0, 503);
+    // Waiting for the first certificate is not a reload failure.
+    assert_eq!(gate.counter("connect_gate_cert_reload_failures_total").await, 0);
+
+    // The certificate is issued: the files appear at the paths serve was given.
+    std::fs::rename(&staging, gate.certs_dir()).unwrap();
+    gate.wait_until_answering("readyz").await;
+    assert_eq!(gate.plain_readyz().await.unwrap(), (200, "ready".to_string()));
+    // The apiserver reaches the webhook: registering waits for a denial to show.
+    gate.register(&env).await;
+    let (ok, text) = dry_run(&env, &configmap("fine", &[("s.json", &sink("fine"))]), false);
+    assert!(ok, "{text}");
+    assert_eq!(
+        gate.counter("connect_gate_cert_reloads_total").await,
+        0,
+        "the first certificate is no reload"
+    );
+    assert_eq!(gate.counter("connect_gate_cert_reload_failures_total").await, 0);
+    assert!(!gate.process.log().contains("panicked"), "{}", gate.process.log());
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_with_a_certificate_that_exists_but_is_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    issue_certs(&certs);
+    std::fs::write(certs.join("tls.crt"), "not a certificate\n").unwrap();
+    let (port, metrics_port, worker_port) = (free_port(), free_port(), free_port());
+    let serve = tokio::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--no-reconcile",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--connect-url",
+            &format!("http://127.0.0.1:{worker_port}"),
+            "--tls-cert",
+            certs.join("tls.crt").to_str().unwrap(),
+            "--tls-key",
+            certs.join("tls.key").to_str().unwrap(),
+        ])
+        .env("CONNECT_GATE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), serve)
+        .await
+        .expect("serve exits")
+        .unwrap();
+    assert!(!out.status.success());
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        log.contains(&format!("{}: not PEM", certs.join("tls.crt").display())),
+        "{log}"
+    );
 }
 
 #[tokio::test]

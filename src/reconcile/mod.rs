@@ -186,9 +186,7 @@ impl Reconciler {
             let span = tracing::info_span!("reconcile", namespace = %self.view.namespace);
             let started = Instant::now();
             let result = tracing::Instrument::instrument(self.pass(), span).await;
-            self.metrics
-                .reconcile_duration
-                .observe(started.elapsed().as_secs_f64());
+            self.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
             let delay = match result {
                 Ok(outcome) => {
                     retry = PASS_RETRY.build();

@@ -26,12 +26,12 @@
 //!   * [`stack`](mod@stack): attaching to the stack ([`Stack`], [`stack()`], [`kube_client`]);
 //!   * [`env`]: the per-test [`TestEnv`] and its cleanup ([`run_in_drop`], [`purge_namespace`],
 //!     [`delete_namespace`]);
-//!   * [`poll`]: [`eventually`];
+//!   * [`poll`]: polling until a condition holds ([`eventually`]);
 //!   * [`worker_rest`]: [`WorkerRest`], the tests' raw Kafka Connect REST client;
 //!   * [`workers`]: extra Connect [`Worker`]s;
-//!   * [`kubectl`]: [`kubectl_in`];
+//!   * [`kubectl`]: running the stack's kubectl ([`kubectl_in`]);
 //!   * [`process`]: the binary under test ([`BIN`], [`Process`], [`free_port`]);
-//!   * [`names`]: [`random_suffix`].
+//!   * [`names`]: unique names ([`random_suffix`]).
 #![allow(dead_code)] // each test crate uses a different part
 
 mod env;
