@@ -19,9 +19,9 @@ const ITERATIONS: usize = 200;
 fn main() {
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/streaming-ops/customers-jdbc-source-config.yaml"
+        "/tests/fixtures/connectors/inventory-jdbc-source.yaml"
     );
-    let text = std::fs::read_to_string(fixture).expect("the streaming-ops fixture");
+    let text = std::fs::read_to_string(fixture).expect("the JDBC source fixture");
     let one = parse_yaml(&text, &PathBuf::from(fixture)).unwrap();
     let template = one[0].data.values().next().unwrap().clone();
     let mut ten = one[0].clone();
@@ -29,7 +29,7 @@ fn main() {
         .map(|i| {
             (
                 format!("c{i}.json"),
-                template.replace("jdbc-customers", &format!("jdbc-{i}")),
+                template.replace("jdbc-inventory", &format!("jdbc-{i}")),
             )
         })
         .collect();
@@ -60,7 +60,7 @@ fn main() {
     println!("| case | iterations | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
     for (name, cms) in [
-        ("1 connector (streaming-ops JDBC source)", vec![one[0].clone()]),
+        ("1 connector (JDBC source fixture)", vec![one[0].clone()]),
         ("10 connectors in one ConfigMap", vec![ten]),
     ] {
         let mut times: Vec<Duration> = (0..ITERATIONS)

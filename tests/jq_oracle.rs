@@ -16,7 +16,7 @@ const ENV: &[(&str, &str)] = &[
     ("MYSQL_CONNECTION_PASSWORD", "hunter2-password"),
     ("KAFKA_API_KEY", "AKEY123"),
     ("KAFKA_API_SECRET", "a/secret+with=chars"),
-    ("ORDERS_BQ_SINK_KEYFILE", "{\"type\": \"service_account\"}"),
+    ("SHIPMENTS_BQ_SINK_KEYFILE", "{\"type\": \"service_account\"}"),
     ("DB_HOST", "mysql.db.svc"),
 ];
 
@@ -40,7 +40,7 @@ const EXTRA: &[&str] = &[
 ];
 
 fn fixture_templates() -> Vec<String> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/streaming-ops");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/connectors");
     let mut templates = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -49,7 +49,11 @@ fn fixture_templates() -> Vec<String> {
             templates.extend(cm.data.into_values());
         }
     }
-    assert_eq!(templates.len(), 3, "the three streaming-ops connector templates");
+    assert_eq!(
+        templates.len(),
+        5,
+        "the five connector templates in tests/fixtures/connectors"
+    );
     templates
 }
 
@@ -86,12 +90,22 @@ fn renders_exactly_like_jq() {
     let ws = Workspace::new();
     let env: String = ENV.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     ws.write("env", &env);
-    // The variables exactly as the original derived them from the same properties files.
+    // The BigQuery sink fixture's variable: tests/fixtures/vars leaves it out on purpose (a
+    // disabled connector must be accepted without it), but jq needs every variable defined.
+    ws.write("vars/bigquery.properties", "bigquery.project=logistics-analytics\n");
+    // The variables exactly as the original derived them from the same properties files, but
+    // with values kept whole after the first `=` (the original cut them at a second one).
     let vars: BTreeMap<String, String> = [
         ("SECURITY_PROTOCOL", "SASL_SSL"),
+        ("SASL_MECHANISM", "PLAIN"),
         ("BASIC_AUTH_CREDENTIALS_SOURCE", "USER_INFO"),
         ("SCHEMA_REGISTRY_URL", cli::SECRETS[2]),
         ("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", cli::SECRETS[0]),
+        (
+            "SASL_JAAS_CONFIG",
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="svc-audit" password="jaas-pa55word";"#,
+        ),
+        ("BIGQUERY_PROJECT", "logistics-analytics"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -7,10 +7,11 @@ use std::path::Path;
 
 use cli::{Workspace, configmap, run};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/streaming-ops");
+/// Connector ConfigMaps in the streaming-ops format, with other objects beside them.
+const CONNECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/connectors");
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(FIXTURES).join(name)
+    Path::new(CONNECTORS).join(name)
 }
 
 const GOOD: &str = r#"{"name": "files-sink", "config": {"connector.class": "FileStreamSink", "topics": "t", "file": "/tmp/out", "tasks.max": 1}}"#;
@@ -35,27 +36,34 @@ fn assert_rejected(out: &cli::Run, needles: &[&str]) {
 }
 
 #[test]
-fn streaming_ops_fixtures_are_accepted() {
+fn streaming_ops_format_fixtures_are_accepted() {
     let ws = Workspace::new();
-    let out = ws.check(&[], &[Path::new(FIXTURES)]);
+    let out = ws.check(&[], &[Path::new(CONNECTORS)]);
     out.assert_no_secrets();
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
-        out.stdout
-            .contains("customers-jdbc-source-connector.json -> jdbc-customers\n"),
+        out.stdout.contains("inventory-jdbc-source.json -> jdbc-inventory\n"),
         "{}",
         out.stdout
     );
-    // The BigQuery sink is disabled and its env vars are absent: accepted, name still found.
+    // The BigQuery sink is disabled and its env vars and variable are absent: accepted, name
+    // still found.
     assert!(
         out.stdout
-            .contains("orders-bq-sink.json -> orders-bq-sink (disabled: to be deleted)"),
+            .contains("shipments-bq-sink.json -> shipments-bq-sink (disabled: to be deleted)"),
         "{}",
         out.stdout
     );
     assert!(out.stdout.contains("label destination.cc"), "{}", out.stdout);
+    // Both data keys of one ConfigMap are connectors.
+    for line in [
+        "audit-file-source.json -> audit-log-source\n",
+        "audit-file-sink.json -> audit-archive-sink\n",
+    ] {
+        assert!(out.stdout.contains(line), "{line:?} in:\n{}", out.stdout);
+    }
     assert!(
-        out.stdout.ends_with("3 connectors: 3 accepted, 0 rejected\n"),
+        out.stdout.ends_with("5 connectors: 5 accepted, 0 rejected\n"),
         "{}",
         out.stdout
     );
@@ -64,15 +72,15 @@ fn streaming_ops_fixtures_are_accepted() {
 #[test]
 fn render_masks_variable_values_unless_revealed() {
     let ws = Workspace::new();
-    let file = fixture("customers-jdbc-source-config.yaml");
+    let file = fixture("inventory-jdbc-source.yaml");
     let masked = ws.render(&[], &[&file]);
     assert_eq!(masked.code, 0, "{}", masked.all());
     masked.assert_no_secrets();
     let line: serde_json::Value = serde_json::from_str(masked.stdout.trim()).unwrap();
-    assert_eq!(line["name"], "jdbc-customers");
+    assert_eq!(line["name"], "jdbc-inventory");
     assert_eq!(line["config"]["connection.password"], "****");
     assert_eq!(line["config"]["value.converter.schema.registry.url"], "****");
-    assert_eq!(line["config"]["mode"], "incrementing");
+    assert_eq!(line["config"]["mode"], "timestamp+incrementing");
     let revealed = ws.render(&["--reveal"], &[&file]);
     let line: serde_json::Value = serde_json::from_str(revealed.stdout.trim()).unwrap();
     assert_eq!(line["config"]["connection.password"], cli::SECRETS[1]);

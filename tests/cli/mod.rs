@@ -10,8 +10,17 @@ use std::process::{Command, Output, Stdio};
 mod process;
 pub use process::BIN;
 
-/// Secret values the tests plant; none may ever be printed unless `--reveal`.
-pub const SECRETS: &[&str] = &["s3cr3t-user-info==x", "hunter2-password", "https://sr.internal:8081"];
+/// The project's own connector ConfigMaps and template-variable files (tests/fixtures/README.md).
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// Secret values the tests plant; none may ever be printed unless `--reveal`. All but the
+/// second (the env file's password) are values in `tests/fixtures/vars`.
+pub const SECRETS: &[&str] = &[
+    "s3cr3t-user-info==x",
+    "hunter2-password",
+    "https://sr.internal:8081",
+    "jaas-pa55word",
+];
 
 pub const PLUGINS: &str = r#"[
   {"class":"org.apache.kafka.connect.file.FileStreamSinkConnector","type":"sink","version":"4.3.1"},
@@ -19,7 +28,7 @@ pub const PLUGINS: &str = r#"[
   {"class":"io.confluent.connect.jdbc.JdbcSourceConnector","type":"source","version":"10.8.0"}
 ]"#;
 
-/// A workspace with a vars dir, an env file and a plugins file.
+/// A workspace with a vars dir (a copy of `tests/fixtures/vars`), an env file and a plugins file.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
 }
@@ -28,17 +37,12 @@ impl Workspace {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ws = Self { dir };
-        ws.write(
-            "vars/shared-client.properties",
-            "security.protocol=SASL_SSL\nbasic.auth.credentials.source=USER_INFO\n",
-        );
-        ws.write(
-            "vars/schema-registry.properties",
-            &format!(
-                "schema.registry.url={}\nschema.registry.basic.auth.user.info={}\n",
-                SECRETS[2], SECRETS[0]
-            ),
-        );
+        let vars = Path::new(FIXTURES).join("vars");
+        for entry in std::fs::read_dir(&vars).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            ws.write(&format!("vars/{}", path.file_name().unwrap().to_str().unwrap()), &text);
+        }
         ws.write(
             "env",
             &format!(
