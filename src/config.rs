@@ -159,6 +159,10 @@ pub struct ReconcileArgs {
     /// How long a Lease holder that stopped renewing keeps it before another replica takes over.
     #[arg(long, env = "CONNECT_GATE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// A file of at least 32 random bytes, readable by the sidecar only, that keys the
+    /// `connect-gate.io/applied` hashes. Without it they leave out values containing an input.
+    #[arg(long, env = "CONNECT_GATE_HASH_KEY_FILE")]
+    pub hash_key_file: Option<PathBuf>,
 }
 
 /// What to do when the worker's plugin list cannot be had and none is cached.

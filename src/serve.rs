@@ -2,6 +2,7 @@
 //! template inputs) and one watch of the reconciled namespace's ConfigMaps serve both the
 //! webhook and the reconciler, so they judge alike; plus the metrics listener.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::pipeline::inputs::LiveInputs;
 use crate::pipeline::template::Renderer;
 use crate::pipeline::verdict::Pipeline;
 use crate::reconcile;
+use crate::reconcile::plan::AppliedHash;
 use crate::webhook::tls;
 use crate::webhook::{self, Webhook};
 
@@ -38,17 +40,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     judge.plugins().spawn_refresher(args.plugins_refresh);
     spawn_inputs_refresher(judge.clone(), args.inputs_refresh);
 
-    // The reconciled namespace, watched once for both halves.
+    // The reconciled namespace: the only one the webhook judges, even without the reconciler,
+    // and watched once for both halves.
+    let namespace = reconciled_namespace(args.namespace.clone()).await?;
     let reconciled = if args.no_reconcile {
         None
     } else {
+        let applied_hash = applied_hash(args.reconcile.hash_key_file.as_deref())?;
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
-        let namespace = match &args.namespace {
-            Some(ns) => ns.clone(),
-            None => own_namespace().unwrap_or_else(|| client.default_namespace().to_string()),
-        };
         let (store, writer) = reflector::store();
         let changes = Arc::new(Notify::new());
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
@@ -59,7 +60,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = stop.cancelled() => Ok(()),
             }
         });
-        Some((client, NamespaceView { namespace, store }, changes))
+        let view = NamespaceView {
+            namespace: namespace.clone(),
+            store,
+        };
+        Some((client, view, changes, applied_hash))
     };
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
@@ -79,7 +84,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             judge: judge.clone(),
             connect: connect.clone(),
             metrics: metrics.clone(),
-            neighbours: reconciled.as_ref().map(|(_, view, _)| view.clone()),
+            namespace: namespace.clone(),
+            neighbours: reconciled.as_ref().map(|(_, view, _, _)| view.clone()),
             on_plugins_unavailable: args.on_plugins_unavailable,
             worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
             cert_loaded: Box::new({
@@ -145,7 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
-    if let Some((client, view, changes)) = reconciled {
+    if let Some((client, view, changes, applied_hash)) = reconciled {
         let ctx = reconcile::Context {
             judge,
             connect,
@@ -153,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             client,
             view,
             changes,
+            applied_hash,
         };
         let (opts, stop) = (args.reconcile, shutdown.clone());
         tasks.spawn(async move { reconcile::run(ctx, opts, stop).await });
@@ -170,6 +177,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         result.context("a task panicked")??;
     }
     Ok(())
+}
+
+/// `--namespace`, else the pod's own, else the kubeconfig context's.
+async fn reconciled_namespace(flag: Option<String>) -> anyhow::Result<String> {
+    if let Some(namespace) = flag.or_else(own_namespace) {
+        return Ok(namespace);
+    }
+    let config = kube::Config::infer()
+        .await
+        .context("finding the namespace to reconcile (no --namespace and not in a pod)")?;
+    Ok(config.default_namespace)
+}
+
+/// How `connect-gate.io/applied` is hashed: keyed by `--hash-key-file` when given.
+fn applied_hash(key_file: Option<&Path>) -> anyhow::Result<AppliedHash> {
+    let Some(path) = key_file else {
+        tracing::info!("no --hash-key-file: connect-gate.io/applied leaves out values containing template inputs");
+        return Ok(AppliedHash::NonSecret);
+    };
+    let key = std::fs::read(path).with_context(|| format!("reading --hash-key-file {}", path.display()))?;
+    AppliedHash::keyed(&key).with_context(|| format!("--hash-key-file {}", path.display()))
 }
 
 /// The namespace of the pod this runs in, from its service account mount.

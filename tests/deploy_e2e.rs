@@ -5,13 +5,14 @@
 //!   --dry-run=server`, except kinds whose CRDs this API server does not serve (cert-manager,
 //!   Flux), and those are skipped only after discovery confirms the group is absent;
 //! * the Deployment is wired to what the build contains (the sidecar's flags point into its
-//!   whole-directory mounts of Secrets/ConfigMaps that exist, the webhook Service reaches the
-//!   sidecar's port, probes, hardening), and the example connector ConfigMaps pass
-//!   `connect-gate check` against the real worker with the example template inputs;
+//!   whole-directory mounts of Secrets/ConfigMaps that exist, the hash key's in the sidecar only,
+//!   the webhook Service reaches the sidecar's port, the NetworkPolicy covers the pods' three
+//!   ports, probes, hardening), and the example connector ConfigMaps pass `connect-gate check`
+//!   against the real worker with the example template inputs;
 //! * the shipped RBAC is sufficient and no more: the real reconciler, authenticated with a real
 //!   token of the shipped ServiceAccount bound by the shipped Role, applies a connector, reports
-//!   on the ConfigMap, publishes Events, holds its Lease and honours the finalizer, while the
-//!   ServiceAccount cannot read Secrets or create/delete ConfigMaps.
+//!   on the ConfigMap (a keyed applied hash), publishes Events, holds its Lease and honours the
+//!   finalizer, while the ServiceAccount cannot read Secrets or create/delete ConfigMaps.
 
 mod support;
 
@@ -208,6 +209,7 @@ async fn every_manifest_passes_server_side_dry_run() {
         "Role",
         "RoleBinding",
         "PodDisruptionBudget",
+        "NetworkPolicy",
         "ConfigMap",
         "Secret",
         "ValidatingWebhookConfiguration",
@@ -333,6 +335,30 @@ async fn deployment_is_wired_to_the_build_and_the_examples_pass_check_on_the_wor
             (certificate["spec"]["secretName"].as_str().unwrap().to_string(), true)
         );
     }
+    // The hash key: the cert-manager Secret of certs/, mounted into the sidecar only.
+    let key_file = flag(&args, "--hash-key-file").pop().expect("--hash-key-file");
+    let hash_key = find(&objects, "Certificate", "connect-gate-hash-key");
+    let (secret, is_secret) = source_of(deployment, sidecar, &key_file);
+    assert_eq!(
+        (secret.as_str(), is_secret),
+        (hash_key["spec"]["secretName"].as_str().unwrap(), true)
+    );
+    for c in pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] != "connect-gate")
+    {
+        assert!(
+            c["volumeMounts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .all(|m| !key_file.starts_with(m["mountPath"].as_str().unwrap())),
+            "the hash key is mounted into {}",
+            c["name"]
+        );
+    }
     // The webhook Service the registrations call reaches the sidecar's HTTPS port.
     let service = find(&objects, "Service", "connect-gate-webhook");
     for hook in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
@@ -367,6 +393,39 @@ async fn deployment_is_wired_to_the_build_and_the_examples_pass_check_on_the_wor
         ),
         (&json!(80), &json!(8083))
     );
+
+    // The NetworkPolicy covers these pods, names only their ports, and lets the workers reach
+    // each other's REST port.
+    let policy = find(&objects, "NetworkPolicy", "connect-service");
+    assert_eq!(policy["metadata"]["namespace"], "connect");
+    let selects_pod = |selector: &Value| {
+        let wanted: BTreeMap<String, String> = serde_json::from_value(selector["matchLabels"].clone()).unwrap();
+        !wanted.is_empty() && wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    assert!(selects_pod(&policy["spec"]["podSelector"]));
+    let port_names: BTreeMap<String, String> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+        .map(|p| (p["name"].as_str().unwrap().to_string(), p["containerPort"].to_string()))
+        .collect();
+    let mut ports = vec![];
+    for rule in policy["spec"]["ingress"].as_array().unwrap() {
+        assert!(
+            rule["from"].as_array().is_some_and(|f| !f.is_empty()),
+            "open to all: {rule}"
+        );
+        for p in rule["ports"].as_array().unwrap() {
+            let name = p["port"].as_str().unwrap();
+            ports.push(port_names.get(name).unwrap_or_else(|| panic!("no port {name}")).clone());
+            if name == "http" {
+                assert!(selects_pod(&rule["from"][0]["podSelector"]), "{rule}");
+            }
+        }
+    }
+    ports.sort();
+    assert_eq!(ports, ["8083", "8443", "9090"]);
 
     // Probes and hardening.
     // Alive over plain HTTP (no certificate needed yet), ready over the webhook's own HTTPS.
@@ -625,9 +684,20 @@ async fn reconciler_works_with_exactly_the_shipped_rbac() {
     let identity = format!("deploy-e2e-{}", support::random_suffix());
     let vars = dir.path().join("vars");
     std::fs::create_dir(&vars).unwrap();
+    let hash_key = dir.path().join("hash.key");
+    std::fs::write(
+        &hash_key,
+        format!(
+            "a test key, not a secret, 32 bytes or more: {}",
+            support::random_suffix()
+        ),
+    )
+    .unwrap();
     let args: Vec<String> = [
         "serve",
         "--no-webhook",
+        "--hash-key-file",
+        hash_key.to_str().unwrap(),
         "--namespace",
         &env.namespace,
         "--connect-url",
@@ -685,6 +755,15 @@ async fn reconciler_works_with_exactly_the_shipped_rbac() {
     .await;
     let (code, body) = env.connect.get(&format!("/connectors/{connector}/status")).await;
     assert_eq!((code, &body["connector"]["state"]), (200, &json!("RUNNING")), "{body}");
+    let annotations = cms
+        .get("rbac-check")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    let applied = annotations.get("connect-gate.io/applied").cloned().unwrap_or_default();
+    assert!(applied.contains("hmac-sha256:"), "keyed, as deployed: {applied}");
 
     // Lease: created, held by this identity.
     let lease = Api::<Lease>::namespaced(env.kube.clone(), &env.namespace)

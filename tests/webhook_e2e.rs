@@ -12,8 +12,9 @@ use base64::Engine;
 use serde_json::{Value, json};
 use support::{BIN, Process, TestEnv, eventually, free_port};
 
-/// A `connect-gate serve` process (webhook only, unless given `--namespace`) with its own certificates, registered as the
-/// validating and mutating webhook for one test namespace only.
+/// A `connect-gate serve` process (webhook only, unless given `--namespace`) with its own
+/// certificates, reconciling (or, webhook only, judging) the test's namespace, and registered as
+/// the validating and mutating webhook for that namespace (or the ones given).
 struct Gate {
     process: Process,
     dir: tempfile::TempDir,
@@ -24,19 +25,24 @@ struct Gate {
 
 impl Gate {
     async fn start(env: &TestEnv, extra: &[&str]) -> Gate {
-        Self::launch(env, extra, true).await
+        Self::launch(env, extra, true, &[&env.namespace]).await
     }
 
     /// For a sidecar that is alive but never ready (no plugin list under a deny policy).
     async fn start_unready(env: &TestEnv, extra: &[&str]) -> Gate {
-        Self::launch(env, extra, false).await
+        Self::launch(env, extra, false, &[&env.namespace]).await
     }
 
-    async fn launch(env: &TestEnv, extra: &[&str], ready: bool) -> Gate {
+    /// With registrations that select `namespaces`, not just the one the sidecar judges.
+    async fn start_selecting(env: &TestEnv, namespaces: &[&str], extra: &[&str]) -> Gate {
+        Self::launch(env, extra, true, namespaces).await
+    }
+
+    async fn launch(env: &TestEnv, extra: &[&str], ready: bool, namespaces: &[&str]) -> Gate {
         let mut gate = Self::spawn(env, extra, true);
         gate.wait_until_answering(if ready { "readyz" } else { "healthz" })
             .await;
-        gate.register(env).await;
+        gate.register(env, namespaces).await;
         gate
     }
 
@@ -70,9 +76,10 @@ impl Gate {
         ]
         .map(String::from)
         .into();
-        // Without a reconciled namespace of its own, the sidecar runs the webhook alone.
+        // Without a reconciled namespace of its own, the sidecar runs the webhook alone, for the
+        // test's namespace.
         if !extra.contains(&"--namespace") {
-            args.push("--no-reconcile".into());
+            args.extend(["--no-reconcile", "--namespace", &env.namespace].map(String::from));
         }
         if !extra.contains(&"--connect-url") {
             args.extend(["--connect-url".to_string(), env.connect_url.clone()]);
@@ -118,9 +125,10 @@ impl Gate {
             .unwrap()
     }
 
-    /// Registers webhook/*.yaml as they ship, pointed at this process and scoped to the test's
-    /// namespace (webhook configurations are cluster-wide; other tests must not see this one).
-    async fn register(&mut self, env: &TestEnv) {
+    /// Registers webhook/*.yaml as they ship, pointed at this process, with `namespaces` standing
+    /// in for the reconciled namespace `connectors` they select (webhook configurations are
+    /// cluster-wide; other tests must not see this one).
+    async fn register(&mut self, env: &TestEnv, namespaces: &[&str]) {
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
         for (file, path) in [("validating.yaml", "/validate"), ("mutating.yaml", "/mutate")] {
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook").join(file);
@@ -130,7 +138,13 @@ impl Gate {
             config["metadata"]["annotations"] = json!({});
             let hook = &mut config["webhooks"][0];
             hook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{}{path}", self.port), "caBundle": ca});
-            hook["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": env.namespace}});
+            let selector = &mut hook["namespaceSelector"]["matchExpressions"];
+            assert_eq!(
+                *selector,
+                json!([{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["connectors"]}]),
+                "webhook/{file} selects exactly the reconciled namespace"
+            );
+            selector[0]["values"] = json!(namespaces);
             let kind = config["kind"].as_str().unwrap().to_lowercase();
             env.kubectl_apply(&serde_json::to_string(&config).unwrap());
             self.registrations.push(format!("{kind}/{name}"));
@@ -229,6 +243,22 @@ fn configmap_labelled(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]
     .unwrap()
 }
 
+fn finalizers(env: &TestEnv, configmap: &str) -> String {
+    env.kubectl_ok(&["get", "configmap", configmap, "-o", "jsonpath={.metadata.finalizers}"])
+}
+
+/// Frees a ConfigMap for cleanup where no reconciler runs.
+fn remove_finalizers(env: &TestEnv, configmap: &str) {
+    env.kubectl_ok(&[
+        "patch",
+        "configmap",
+        configmap,
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+}
+
 fn sink(name: &str) -> String {
     format!(
         r#"{{"name": "{name}", "config": {{"connector.class": "FileStreamSink", "topics": $ORDERS_TOPIC, "file": env.SINK_FILE}}}}"#
@@ -324,12 +354,12 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
     let good = configmap("good", &[("sink.json", &sink(&env.connector_name("sink")))]);
     let out = env.kubectl_apply(&good);
     assert!(out.contains("configmap/good created"), "{out}");
-    let finalizers = env.kubectl_ok(&["get", "configmap", "good", "-o", "jsonpath={.metadata.finalizers}"]);
-    assert!(finalizers.contains("connect-gate.io/cleanup"), "{finalizers}");
+    let held = finalizers(&env, "good");
+    assert!(held.contains("connect-gate.io/cleanup"), "{held}");
     // Applying again changes nothing and keeps exactly one finalizer.
     env.kubectl_apply(&good);
-    let finalizers = env.kubectl_ok(&["get", "configmap", "good", "-o", "jsonpath={.metadata.finalizers}"]);
-    assert_eq!(finalizers.matches("connect-gate.io/cleanup").count(), 1, "{finalizers}");
+    let held = finalizers(&env, "good");
+    assert_eq!(held.matches("connect-gate.io/cleanup").count(), 1, "{held}");
 
     // A managed-cluster connector is admitted with a warning kubectl prints.
     let cc = configmap_labelled(
@@ -345,14 +375,7 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
     assert!(text.contains("Warning:") && text.contains("destination.cc"), "{text}");
 
     // Free the ConfigMap for cleanup: no reconciler runs in this test.
-    env.kubectl_ok(&[
-        "patch",
-        "configmap",
-        "good",
-        "--type=json",
-        "-p",
-        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
-    ]);
+    remove_finalizers(&env, "good");
 }
 
 #[tokio::test]
@@ -499,7 +522,7 @@ async fn serve_starts_before_its_certificate_exists_and_serves_once_it_appears()
     gate.wait_until_answering("readyz").await;
     assert_eq!(gate.plain_readyz().await.unwrap(), (200, "ready".to_string()));
     // The apiserver reaches the webhook: registering waits for a denial to show.
-    gate.register(&env).await;
+    gate.register(&env, &[&env.namespace]).await;
     let (ok, text) = dry_run(&env, &configmap("fine", &[("s.json", &sink("fine"))]), false);
     assert!(ok, "{text}");
     assert_eq!(
@@ -663,4 +686,50 @@ async fn a_name_declared_by_another_configmap_is_denied_as_the_reconciler_would(
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn configmaps_outside_the_reconciled_namespace_are_not_judged_get_no_finalizer_and_delete_normally() {
+    let env = TestEnv::new("webhook-scope").await;
+    let other = TestEnv::new("webhook-scope-other").await;
+    // Registrations broader than they should be, selecting a namespace the sidecar does not
+    // reconcile: the webhook itself must leave that one alone.
+    let gate = Gate::start_selecting(&env, &[&env.namespace, &other.namespace], &[]).await;
+    let broken = configmap("broken", &[("b.json", "{")]);
+
+    // Created for real there: admitted unjudged with a warning, and no finalizer.
+    let out = other.kubectl_with_stdin(&["apply", "-f", "-"], Some(&broken));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warning = format!("connect-gate reconciles namespace {} only", env.namespace);
+    assert!(stderr.contains("Warning:") && stderr.contains(&warning), "{stderr}");
+    assert_eq!(finalizers(&other, "broken"), "");
+    // Changed there: still unjudged and unpatched.
+    other.kubectl_apply(&configmap("broken", &[("b.json", "{"), ("c.json", "[")]));
+    assert_eq!(finalizers(&other, "broken"), "");
+    // The webhooks were asked, and answered without judging or patching.
+    for hook in ["validate", "mutate"] {
+        for operation in ["CREATE", "UPDATE"] {
+            let series = format!(
+                r#"connect_gate_admission_requests_total{{webhook="{hook}",operation="{operation}",verdict="out_of_scope"}}"#
+            );
+            assert_eq!(gate.counter(&series).await, 1, "{series}");
+        }
+    }
+    // Deleted like any ConfigMap: nothing holds it.
+    other.kubectl_ok(&["delete", "configmap", "broken", "--timeout=30s"]);
+    let out = other.kubectl(&["get", "configmap", "broken"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{out:?}"
+    );
+
+    // The reconciled namespace is still judged and patched.
+    let (ok, text) = dry_run(&env, &broken, false);
+    assert!(!ok && text.contains("rejected 1 connector(s)"), "{text}");
+    env.kubectl_apply(&configmap("good", &[("s.json", &sink(&env.connector_name("s")))]));
+    let held = finalizers(&env, "good");
+    assert!(held.contains("connect-gate.io/cleanup"), "{held}");
+    // Free it for cleanup: no reconciler runs in this test.
+    remove_finalizers(&env, "good");
 }

@@ -31,6 +31,7 @@ use crate::connect::{ConnectClient, ConnectError};
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{Metrics, ResultLabels};
 use lease::LeaseConfig;
+use plan::AppliedHash;
 use worker::Worker;
 use writer::Writer;
 
@@ -73,6 +74,7 @@ pub struct Context {
     pub view: NamespaceView,
     /// Signalled by [`watch::run`] when a ConfigMap changed in a way that matters.
     pub changes: Arc<Notify>,
+    pub applied_hash: AppliedHash,
 }
 
 /// Runs passes while this replica holds the Lease, until `shutdown`.
@@ -102,6 +104,7 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
         judge: ctx.judge,
         metrics: ctx.metrics,
         view: ctx.view,
+        applied_hash: ctx.applied_hash,
         args,
         memory: Memory::default(),
     };
@@ -132,7 +135,7 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
 /// What the leader remembers between passes (forgotten when it loses the Lease).
 #[derive(Default)]
 struct Memory {
-    /// Configs the worker answered 400 to: name -> (hash, message).
+    /// Configs the worker answered 400 to: name -> (fingerprint, message).
     worker_rejected: BTreeMap<String, (String, String)>,
     restarts: BTreeMap<String, Restarts>,
     reported_states: BTreeSet<String>,
@@ -167,6 +170,7 @@ struct Reconciler {
     writer: Writer,
     metrics: Metrics,
     view: NamespaceView,
+    applied_hash: AppliedHash,
     args: ReconcileArgs,
     memory: Memory,
 }

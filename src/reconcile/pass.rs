@@ -27,6 +27,7 @@ struct CmState {
     /// Error lines for last-error.
     errors: Vec<String>,
     notes: Vec<Note>,
+    /// `connect-gate.io/applied` as this pass leaves it: the plan's, then this pass's writes.
     applied: BTreeMap<String, String>,
     failed_deletes: BTreeSet<String>,
     /// Connectors written this pass (their status is not known yet).
@@ -102,12 +103,13 @@ impl Reconciler {
             prune_unmanaged: self.args.prune_unmanaged,
             auto_restart: self.args.auto_restart,
         };
-        let plan = plan::plan(&inputs_for_plan, &live, &memory, options);
+        let plan = plan::plan(&inputs_for_plan, &live, &memory, options, &self.applied_hash);
         let plans: BTreeMap<String, CmPlan> = plan.cms.iter().map(|p| (p.name.clone(), p.clone())).collect();
 
         // Record intent (finalizer, connectors about to be created) before acting.
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
+            cm.applied = p.applied.clone();
             if let Err(e) = self.record_intent(cm, p).await {
                 tracing::warn!(configmap = %cm.input.name, error = %e, "cannot record intent on the ConfigMap; not applying its connectors this pass");
                 cm.errors.push(format!("cannot update the ConfigMap: {e}"));
@@ -159,10 +161,10 @@ impl Reconciler {
                 }
                 (Err(ActionError::Fatal(e)), _) => return Err(e),
                 (Err(ActionError::Rejected(message)), cm) => {
-                    if let Action::Put { name, hash, .. } = action {
+                    if let Action::Put { name, config, .. } = action {
                         self.memory
                             .worker_rejected
-                            .insert(name.clone(), (hash.clone(), message.clone()));
+                            .insert(name.clone(), (plan::fingerprint(config), message.clone()));
                     }
                     if let Some(cm) = cm {
                         cm.notes.push(Note::warning(
@@ -320,7 +322,7 @@ fn cm_state(object: Arc<ConfigMap>, by_cm: &mut BTreeMap<String, Vec<Verdict>>) 
         applied: json_annotation(&annotations, ANNOTATION_APPLIED),
     };
     CmState {
-        applied: input.applied.clone(),
+        applied: BTreeMap::new(),
         object,
         input,
         annotations,

@@ -205,8 +205,13 @@ pub struct CmPlan {
     /// Names to drop from the managed map once they are gone (their delete succeeded, or they
     /// were absent already, or another ConfigMap now declares them).
     pub release: BTreeSet<String>,
-    /// Desired connectors of this ConfigMap (for status), with their config hash.
+    /// Desired connectors of this ConfigMap (for status), with their config's [`fingerprint`].
     pub desired: BTreeMap<String, String>,
+    /// `connect-gate.io/applied` before this pass's writes: the recorded hashes of the current
+    /// scheme, and the current hash of every desired connector whose live config already is the
+    /// desired one. So a hash of an older scheme, which may cover secret values, is dropped or
+    /// replaced without any write to the worker.
+    pub applied: BTreeMap<String, String>,
     /// Names its keys declare but that were rejected (kept as they are).
     pub rejected: BTreeSet<String>,
 }
@@ -222,8 +227,8 @@ pub struct Plan {
 /// What the reconciler remembers between passes.
 #[derive(Clone, Debug, Default)]
 pub struct PlanMemory {
-    /// Connectors whose config the worker answered 400 to: name -> hash of that config. Not
-    /// retried until the desired config changes.
+    /// Connectors whose config the worker answered 400 to: name -> [`fingerprint`] of that
+    /// config. Not retried until the desired config changes.
     pub worker_rejected: BTreeMap<String, String>,
     /// FAILED connectors whose restart backoff has elapsed.
     pub restart_ready: BTreeSet<String>,
@@ -235,17 +240,85 @@ pub struct PlanOptions {
     pub auto_restart: bool,
 }
 
-/// Hash of a config as recorded in `connect-gate.io/applied`: never the config itself.
-pub fn config_hash(config: &BTreeMap<String, String>) -> String {
-    let canonical = serde_json::to_vec(config).expect("a map of strings serialises");
-    let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
-    let hex: String = digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+/// How `connect-gate.io/applied` hashes a config. Whoever can read the ConfigMap reads the hash,
+/// so it must not let them test guesses of a secret value offline: keyed (`--hash-key-file`), or
+/// without a key only over the values that came from no template input. The prefix names the
+/// scheme, so a hash recorded under another one (such as the unkeyed `sha256:` of full configs
+/// that earlier versions wrote) never equals a current one: it reads as unknown, never as drift.
+#[derive(Clone, Debug)]
+pub enum AppliedHash {
+    /// HMAC-SHA256 of the whole config.
+    Keyed(ring::hmac::Key),
+    /// SHA-256 of the config with the values of its `secret_keys` left out. A value computed from
+    /// an input without containing it (say, its `@base64`) is not among them: only a key hides it.
+    NonSecret,
+}
+
+const KEYED: &str = "hmac-sha256:";
+const NON_SECRET: &str = "sha256-nonsecret:";
+/// Shorter keys are placeholders or typos, not secrets.
+pub const MIN_HASH_KEY: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the hash key has {len} bytes; at least {MIN_HASH_KEY} random bytes are needed")]
+pub struct ShortHashKey {
+    len: usize,
+}
+
+impl AppliedHash {
+    pub fn keyed(key: &[u8]) -> Result<Self, ShortHashKey> {
+        if key.len() < MIN_HASH_KEY {
+            return Err(ShortHashKey { len: key.len() });
+        }
+        Ok(Self::Keyed(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key)))
+    }
+
+    /// What `connect-gate.io/applied` records for `connector`.
+    pub fn of(&self, connector: &Connector) -> String {
+        self.of_config(&connector.config, &connector.secret_keys)
+    }
+
+    /// The hash of `config`, taking `secret_keys` as the keys whose values came from inputs.
+    fn of_config(&self, config: &BTreeMap<String, String>, secret_keys: &BTreeSet<String>) -> String {
+        match self {
+            Self::Keyed(key) => format!("{KEYED}{}", hex12(ring::hmac::sign(key, &canonical(config)).as_ref())),
+            Self::NonSecret => {
+                let covered: BTreeMap<&String, Option<&String>> = config
+                    .iter()
+                    .map(|(k, v)| (k, (!secret_keys.contains(k)).then_some(v)))
+                    .collect();
+                let digest = ring::digest::digest(&ring::digest::SHA256, &canonical(&covered));
+                format!("{NON_SECRET}{}", hex12(digest.as_ref()))
+            }
+        }
+    }
+
+    /// Whether `hash` was made under this scheme (with this key or another).
+    fn same_scheme(&self, hash: &str) -> bool {
+        hash.starts_with(match self {
+            Self::Keyed(_) => KEYED,
+            Self::NonSecret => NON_SECRET,
+        })
+    }
+}
+
+/// A config's identity within this process (what the worker rejected), over every value, secret
+/// ones too: it is never written anywhere.
+pub fn fingerprint(config: &BTreeMap<String, String>) -> String {
+    hex12(ring::digest::digest(&ring::digest::SHA256, &canonical(config)).as_ref())
+}
+
+fn canonical(map: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(map).expect("a map of strings serialises")
+}
+
+fn hex12(bytes: &[u8]) -> String {
+    bytes[..12].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The plan. `live` is the worker's state; names listed by the worker but missing from its
 /// expanded listing must have been resolved by the caller (present or absent) before this.
-pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: PlanOptions) -> Plan {
+pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: PlanOptions, hash: &AppliedHash) -> Plan {
     // Everything declared anywhere: never deleted because some other ConfigMap let go of it.
     let mut desired: BTreeMap<&str, (&CmInput, &Connector)> = BTreeMap::new();
     let mut protected: BTreeSet<&str> = BTreeSet::new();
@@ -287,6 +360,12 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             name: cm.name.clone(),
             deleting: cm.deleting,
             managed_pre: cm.managed.clone(),
+            applied: cm
+                .applied
+                .iter()
+                .filter(|(_, h)| hash.same_scheme(h))
+                .map(|(n, h)| (n.clone(), h.clone()))
+                .collect(),
             ..CmPlan::default()
         };
         if cm.deleting {
@@ -306,7 +385,10 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             match &d.decl {
                 Decl::Apply(c) => {
                     cm_plan.managed_pre.insert(c.name.clone(), d.key.clone());
-                    cm_plan.desired.insert(c.name.clone(), config_hash(&c.config));
+                    cm_plan.desired.insert(c.name.clone(), fingerprint(&c.config));
+                    if live.get(&c.name).is_some_and(|l| l.config == c.config) {
+                        cm_plan.applied.insert(c.name.clone(), hash.of(c));
+                    }
                 }
                 Decl::Absent(Some(name)) if !protected.contains(name.as_str()) => {
                     delete(&cm.name, name, Cause::Disabled, &mut cm_plan);
@@ -358,14 +440,15 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
     let mut writes = Vec::new();
     let mut states = Vec::new();
     for (name, (cm, connector)) in &desired {
-        let hash = config_hash(&connector.config);
-        let recorded = cm.applied.get(*name);
-        let blocked = memory.worker_rejected.get(*name) == Some(&hash);
+        let applied = hash.of(connector);
+        // Applied by connect-gate before: then a difference was made behind its back.
+        let recorded = cm.applied.get(*name) == Some(&applied);
+        let blocked = memory.worker_rejected.get(*name) == Some(&fingerprint(&connector.config));
         let put = |cause| Action::Put {
             cm: cm.name.clone(),
             name: name.to_string(),
             config: connector.config.clone(),
-            hash: hash.clone(),
+            hash: applied.clone(),
             cause,
         };
         let state = connector.state.unwrap_or_default();
@@ -379,11 +462,7 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
                 if blocked {
                     continue;
                 }
-                writes.push(put(if recorded == Some(&hash) {
-                    Cause::DriftDeleted
-                } else {
-                    Cause::Created
-                }));
+                writes.push(put(if recorded { Cause::DriftDeleted } else { Cause::Created }));
                 match state {
                     State::Running => {}
                     State::Paused => states.push(transition(Transition::Pause)),
@@ -392,7 +471,10 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             }
             Some(l) => {
                 if l.config != connector.config && !blocked {
-                    writes.push(put(if recorded == Some(&hash) {
+                    // Without a key, a difference in secret values only is not seen by the hash:
+                    // a rotated secret, not drift.
+                    let seen = hash.of_config(&l.config, &connector.secret_keys) != applied;
+                    writes.push(put(if recorded && seen {
                         Cause::DriftChanged
                     } else {
                         Cause::Updated
@@ -476,8 +558,12 @@ mod tests {
         }
     }
 
+    fn keyed() -> AppliedHash {
+        AppliedHash::keyed(&[7; MIN_HASH_KEY]).unwrap()
+    }
+
     fn run(cms: &[CmInput], live: &LiveState) -> Plan {
-        plan(cms, live, &PlanMemory::default(), PlanOptions::default())
+        plan(cms, live, &PlanMemory::default(), PlanOptions::default(), &keyed())
     }
 
     fn summary(plan: &Plan) -> Vec<String> {
@@ -529,7 +615,7 @@ mod tests {
         let live: LiveState = [("a".to_string(), old)].into();
         let mut input = cm("cm", vec![apply("a", a.clone())], &[("a", "a")]);
         assert_eq!(summary(&run(std::slice::from_ref(&input), &live)), ["put a Updated"]);
-        input.applied.insert("a".into(), config_hash(&a.config));
+        input.applied.insert("a".into(), keyed().of(&a));
         assert_eq!(
             summary(&run(std::slice::from_ref(&input), &live)),
             ["put a DriftChanged"]
@@ -599,7 +685,7 @@ mod tests {
     }
 
     fn plan_with(cms: &[CmInput], live: &LiveState, options: PlanOptions) -> Plan {
-        plan(cms, live, &PlanMemory::default(), options)
+        plan(cms, live, &PlanMemory::default(), options, &keyed())
     }
 
     #[test]
@@ -697,17 +783,36 @@ mod tests {
         let a = connector("a", &[], None);
         let cms = [cm("cm", vec![apply("a", a.clone())], &[])];
         let mut memory = PlanMemory::default();
-        memory.worker_rejected.insert("a".into(), config_hash(&a.config));
+        memory.worker_rejected.insert("a".into(), fingerprint(&a.config));
         assert!(
-            plan(&cms, &LiveState::new(), &memory, PlanOptions::default())
+            plan(&cms, &LiveState::new(), &memory, PlanOptions::default(), &keyed())
                 .actions
                 .is_empty()
         );
-        memory.worker_rejected.insert("a".into(), "sha256:older".into());
+        memory.worker_rejected.insert("a".into(), "older".into());
         assert_eq!(
-            summary(&plan(&cms, &LiveState::new(), &memory, PlanOptions::default())),
+            summary(&plan(
+                &cms,
+                &LiveState::new(),
+                &memory,
+                PlanOptions::default(),
+                &keyed()
+            )),
             ["put a Created"]
         );
+        // A fixed secret value is a change too, even to a hash that leaves it out.
+        memory
+            .worker_rejected
+            .insert("a".into(), fingerprint(&with_secret("a", "bad").config));
+        let fixed = [cm("cm", vec![apply("a", with_secret("a", "fixed"))], &[])];
+        let unkeyed = plan(
+            &fixed,
+            &LiveState::new(),
+            &memory,
+            PlanOptions::default(),
+            &AppliedHash::NonSecret,
+        );
+        assert_eq!(summary(&unkeyed), ["put a Created"]);
     }
 
     #[test]
@@ -725,13 +830,21 @@ mod tests {
             prune_unmanaged: false,
             auto_restart: true,
         };
-        assert!(plan(&cms, &live, &PlanMemory::default(), on).actions.is_empty());
+        assert!(
+            plan(&cms, &live, &PlanMemory::default(), on, &keyed())
+                .actions
+                .is_empty()
+        );
         let memory = PlanMemory {
             restart_ready: ["a".to_string()].into(),
             ..PlanMemory::default()
         };
-        assert_eq!(summary(&plan(&cms, &live, &memory, on)), ["restart a"]);
-        assert!(plan(&cms, &live, &memory, PlanOptions::default()).actions.is_empty());
+        assert_eq!(summary(&plan(&cms, &live, &memory, on, &keyed())), ["restart a"]);
+        assert!(
+            plan(&cms, &live, &memory, PlanOptions::default(), &keyed())
+                .actions
+                .is_empty()
+        );
     }
 
     #[test]
@@ -749,13 +862,90 @@ mod tests {
         assert!(live["b"].status.is_none());
     }
 
+    fn with_secret(name: &str, password: &str) -> Connector {
+        let mut c = connector(name, &[("password", password), ("topic", "t")], None);
+        c.secret_keys.insert("password".into());
+        c
+    }
+
     #[test]
-    fn hashes_are_stable_and_never_contain_the_config() {
-        let a = connector("a", &[("password", "hunter2-very-secret")], None);
-        let h = config_hash(&a.config);
-        assert_eq!(h, config_hash(&a.config.clone()));
-        assert!(h.starts_with("sha256:") && h.len() == 7 + 24);
+    fn the_applied_hash_is_keyed_or_leaves_secret_values_out_and_never_contains_the_config() {
+        let a = with_secret("a", "hunter2-very-secret");
+        let h = keyed().of(&a);
+        assert_eq!(h, keyed().of(&a.clone()));
+        assert!(
+            h.starts_with("hmac-sha256:") && h.len() == "hmac-sha256:".len() + 24,
+            "{h}"
+        );
         assert!(!h.contains("hunter2"));
-        assert_ne!(h, config_hash(&connector("a", &[("password", "other")], None).config));
+        assert_ne!(h, keyed().of(&with_secret("a", "other")));
+        let other_key = AppliedHash::keyed(&[8; MIN_HASH_KEY]).unwrap();
+        assert_ne!(h, other_key.of(&a), "a hash is only reproducible with the key");
+
+        let n = AppliedHash::NonSecret.of(&a);
+        assert!(n.starts_with("sha256-nonsecret:"), "{n}");
+        assert_eq!(
+            n,
+            AppliedHash::NonSecret.of(&with_secret("a", "other")),
+            "secret values are left out"
+        );
+        let mut moved = with_secret("a", "hunter2-very-secret");
+        moved.config.insert("topic".into(), "u".into());
+        assert_ne!(n, AppliedHash::NonSecret.of(&moved), "other values are covered");
+    }
+
+    #[test]
+    fn a_short_hash_key_is_refused_without_showing_it() {
+        let err = AppliedHash::keyed(b"changeme").unwrap_err().to_string();
+        assert_eq!(err, "the hash key has 8 bytes; at least 32 random bytes are needed");
+    }
+
+    #[test]
+    fn a_hash_recorded_under_another_scheme_is_never_drift_and_is_replaced_once_in_sync() {
+        let a = with_secret("a", "s3cret");
+        // What earlier versions recorded: the unkeyed SHA-256 of the whole config.
+        let old = format!("sha256:{}", fingerprint(&a.config));
+        let mut input = cm("cm", vec![apply("a", a.clone())], &[("a", "a")]);
+        input.applied.insert("a".into(), old.clone());
+        input.applied.insert("rejected-since".into(), old);
+        let mut changed = live_of(&a, "RUNNING");
+        changed.config.insert("topic".into(), "changed".into());
+        let live: LiveState = [("a".to_string(), changed)].into();
+        assert_eq!(summary(&run(std::slice::from_ref(&input), &live)), ["put a Updated"]);
+        assert_eq!(
+            summary(&run(std::slice::from_ref(&input), &LiveState::new())),
+            ["put a Created"]
+        );
+        // In sync: nothing to do on the worker, and the old hash is replaced by the current one.
+        let live: LiveState = [("a".to_string(), live_of(&a, "RUNNING"))].into();
+        let plan = run(std::slice::from_ref(&input), &live);
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.cms[0].applied, [("a".to_string(), keyed().of(&a))].into());
+        // So is one made without a key, once a key is given.
+        input.applied = [("a".to_string(), AppliedHash::NonSecret.of(&a))].into();
+        assert_eq!(plan.cms[0].applied, run(&[input], &live).cms[0].applied);
+    }
+
+    #[test]
+    fn without_a_key_a_changed_secret_value_is_an_update_and_any_other_change_is_drift() {
+        let a = with_secret("a", "rotated");
+        let mut input = cm("cm", vec![apply("a", a.clone())], &[("a", "a")]);
+        input.applied.insert("a".into(), AppliedHash::NonSecret.of(&a));
+        let unkeyed = |live: &LiveState| {
+            summary(&plan(
+                std::slice::from_ref(&input),
+                live,
+                &PlanMemory::default(),
+                PlanOptions::default(),
+                &AppliedHash::NonSecret,
+            ))
+        };
+        let mut before_rotation = live_of(&a, "RUNNING");
+        before_rotation.config.insert("password".into(), "old".into());
+        assert_eq!(unkeyed(&[("a".to_string(), before_rotation)].into()), ["put a Updated"]);
+        let mut tampered = live_of(&a, "RUNNING");
+        tampered.config.insert("topic".into(), "elsewhere".into());
+        assert_eq!(unkeyed(&[("a".to_string(), tampered)].into()), ["put a DriftChanged"]);
+        assert_eq!(unkeyed(&LiveState::new()), ["put a DriftDeleted"]);
     }
 }

@@ -37,6 +37,28 @@ pub fn to_judge(req: &AdmissionRequest<ConfigMap>) -> Option<ConnectorConfigMap>
     Some(connector_cm)
 }
 
+/// The answer to a request about a ConfigMap outside the namespace this sidecar reconciles, or
+/// `None` inside it. Such a request is allowed without a verdict or a finalizer, whatever the
+/// registrations select: its templates would run against this sidecar's secrets, and nothing
+/// would ever remove its finalizer. A connector ConfigMap is told why in a warning.
+pub fn outside_scope(req: &AdmissionRequest<ConfigMap>, reconciled: &str) -> Option<Decision> {
+    if req.namespace.as_deref() == Some(reconciled) {
+        return None;
+    }
+    let labelled = req
+        .object
+        .as_ref()
+        .is_some_and(|cm| is_connector_configmap(cm.metadata.labels.as_ref()));
+    let warnings = if labelled && matches!(req.operation, Operation::Create | Operation::Update) {
+        vec![format!(
+            "connect-gate reconciles namespace {reconciled} only; this ConfigMap is not judged and its connectors are not applied"
+        )]
+    } else {
+        vec![]
+    };
+    Some(Decision::allow(warnings))
+}
+
 /// What the webhook answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -183,6 +205,28 @@ mod tests {
         let has = cm(json!({"destination": "connect"}), json!({}), Some(vec![FINALIZER]));
         assert!(finalizer_patch(&request("UPDATE", has.clone(), Some(has))).is_none());
         assert!(finalizer_patch(&request("CREATE", cm(json!({}), json!({}), None), None)).is_none());
+    }
+
+    #[test]
+    fn configmaps_outside_the_reconciled_namespace_are_allowed_unjudged_and_unpatched() {
+        let labelled = cm(json!({"destination": "connect"}), json!({"k": "{"}), None);
+        assert_eq!(outside_scope(&request("CREATE", labelled.clone(), None), "team"), None);
+        let decision = outside_scope(&request("CREATE", labelled.clone(), None), "connectors").unwrap();
+        assert_eq!(decision.denial, None);
+        assert_eq!(
+            decision.warnings,
+            [
+                "connect-gate reconciles namespace connectors only; this ConfigMap is not judged and its connectors are not applied"
+            ]
+        );
+        let update = outside_scope(&request("UPDATE", labelled.clone(), Some(labelled)), "connectors").unwrap();
+        assert_eq!(update.warnings.len(), 1);
+        // Not a connector ConfigMap: nothing to say.
+        let other = outside_scope(
+            &request("CREATE", cm(json!({"app": "x"}), json!({}), None), None),
+            "connectors",
+        );
+        assert_eq!(other, Some(Decision::allow(vec![])));
     }
 
     #[test]

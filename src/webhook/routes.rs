@@ -28,7 +28,10 @@ pub struct Webhook {
     pub judge: Arc<Judge>,
     pub connect: ConnectClient,
     pub metrics: Metrics,
-    /// The reconciled namespace, when this sidecar reconciles: its connector names are checked.
+    /// The namespace this sidecar reconciles (even under `--no-reconcile`): the only one judged.
+    pub namespace: String,
+    /// The reconciled namespace's ConfigMaps, when this sidecar reconciles: their connector
+    /// names are checked.
     pub neighbours: Option<NamespaceView>,
     pub on_plugins_unavailable: OnPluginsUnavailable,
     /// `--validate-with-worker`: the time budget for the worker's validator.
@@ -73,8 +76,13 @@ async fn mutate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(admission::invalid(&e))).into_response(),
     };
-    let patch = admission::finalizer_patch(&req);
-    let verdict = if patch.is_some() { "patched" } else { "unchanged" };
+    let (patch, verdict) = if admission::outside_scope(&req, &w.namespace).is_some() {
+        (None, "out_of_scope")
+    } else {
+        let patch = admission::finalizer_patch(&req);
+        let verdict = if patch.is_some() { "patched" } else { "unchanged" };
+        (patch, verdict)
+    };
     w.metrics
         .admission_requests
         .get_or_create(&AdmissionLabels {
@@ -92,13 +100,17 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(admission::invalid(&e))).into_response(),
     };
-    let (decision, verdict) = match admission::to_judge(&req) {
-        None => (Decision::allow(vec![]), "skipped"),
-        Some(cm) => {
-            let span = tracing::info_span!("admission", configmap = %cm.origin, operation = %operation(&req), dry_run = req.dry_run);
-            let decision = tracing::Instrument::instrument(w.judge(cm), span).await;
-            let verdict = if decision.denial.is_some() { "denied" } else { "allowed" };
-            (decision, verdict)
+    let (decision, verdict) = if let Some(decision) = admission::outside_scope(&req, &w.namespace) {
+        (decision, "out_of_scope")
+    } else {
+        match admission::to_judge(&req) {
+            None => (Decision::allow(vec![]), "skipped"),
+            Some(cm) => {
+                let span = tracing::info_span!("admission", configmap = %cm.origin, operation = %operation(&req), dry_run = req.dry_run);
+                let decision = tracing::Instrument::instrument(w.judge(cm), span).await;
+                let verdict = if decision.denial.is_some() { "denied" } else { "allowed" };
+                (decision, verdict)
+            }
         }
     };
     w.metrics
