@@ -733,3 +733,182 @@ async fn configmaps_outside_the_reconciled_namespace_are_not_judged_get_no_final
     // Free it for cleanup: no reconciler runs in this test.
     remove_finalizers(&env, "good");
 }
+
+/// Slow and silent clients, as many as fit beside the API server's own connections, do not
+/// keep real admission requests from being answered: every dry-run is judged, none reaches the
+/// webhook timeout. The latencies with and without them are printed for BENCHMARKS.md.
+#[tokio::test]
+async fn hostile_clients_do_not_starve_admission() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    use rustls::pki_types::pem::PemObject;
+
+    const HOSTILE: usize = 900;
+    const REQUESTS: usize = 200;
+    const CONCURRENCY: usize = 10;
+
+    let env = TestEnv::new("webhook-hostile").await;
+    let gate = Gate::start(&env, &[]).await;
+    let api: Api<ConfigMap> = Api::namespaced(env.kube.clone(), &env.namespace);
+
+    /// Dry-run creates, half good and half bad; every answer must be the verdict. Returns the
+    /// latencies in ms, sorted.
+    async fn admissions(api: &Api<ConfigMap>, round: &str) -> Vec<f64> {
+        let params = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let results = futures::stream::iter(0..REQUESTS)
+            .map(|i| {
+                let params = params.clone();
+                let good = i % 2 == 0;
+                let name = format!("{round}-{i}");
+                let class = if good { "FileStreamSink" } else { "FileStreamSinc" };
+                let connector = sink(&name).replace("FileStreamSink", class);
+                let cm: ConfigMap = serde_json::from_str(&configmap(&name, &[("c.json", &connector)])).unwrap();
+                async move {
+                    let started = std::time::Instant::now();
+                    let result = api.create(&params, &cm).await;
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    match (good, result) {
+                        (true, Ok(_)) => {}
+                        (false, Err(kube::Error::Api(s))) if s.code == 403 && s.message.contains("FileStreamSinc") => {}
+                        (good, other) => panic!("{name} (good: {good}) was not judged: {other:?}"),
+                    }
+                    ms
+                }
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect::<Vec<f64>>()
+            .await;
+        let mut sorted = results;
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+    fn report(label: &str, ms: &[f64]) {
+        let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
+        println!(
+            "{label}: {} dry-runs through kube-apiserver, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms.len(),
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    }
+
+    let quiet = admissions(&api, "quiet").await;
+
+    // The hostile clients: a quarter each never finish the TLS handshake, send an HTTP/1.1
+    // head one byte at a time, send a body one byte at a time, or open HTTP/2 and only answer
+    // the server's pings. Each reconnects when dropped, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let tls = {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&gate.ca_pem()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = |alpn: &[u8]| {
+            let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            tokio_rustls::TlsConnector::from(Arc::new(c))
+        };
+        Arc::new((config(b"http/1.1"), config(b"h2")))
+    };
+    let addr = format!("127.0.0.1:{}", gate.port);
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..HOSTILE {
+        let (stop, connected, opened, tls, addr) = (
+            stop.clone(),
+            connected.clone(),
+            opened.clone(),
+            tls.clone(),
+            addr.clone(),
+        );
+        clients.spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut tcp) = tokio::net::TcpStream::connect(&addr).await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                opened.fetch_add(1, Ordering::Relaxed);
+                connected.fetch_add(1, Ordering::Relaxed);
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let drip = |mut w: Box<dyn tokio::io::AsyncWrite + Unpin + Send>, head: Vec<u8>| {
+                    let stop = stop.clone();
+                    async move {
+                        let _ = w.write_all(&head).await;
+                        while !stop.load(Ordering::Relaxed) {
+                            if w.write_all(b"x").await.is_err() || w.flush().await.is_err() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        }
+                    }
+                };
+                match i % 4 {
+                    0 => {
+                        // Silent: holds the TCP connection, never says hello.
+                        let mut buf = [0u8; 1];
+                        let _ = tokio::time::timeout(Duration::from_secs(30), tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await;
+                    }
+                    1 => {
+                        if let Ok(tls) = tls.0.connect(name, tcp).await {
+                            drip(Box::new(tls), b"POST /validate HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_vec()).await;
+                        }
+                    }
+                    2 => {
+                        if let Ok(tls) = tls.0.connect(name, tcp).await {
+                            let head = b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n";
+                            drip(Box::new(tls), head.to_vec()).await;
+                        }
+                    }
+                    _ => {
+                        if let Ok(tls) = tls.1.connect(name, tcp).await
+                            && let Ok((_send, connection)) = h2::client::handshake(tls).await
+                        {
+                            // The connection task answers pings; no request is ever sent.
+                            let _ = connection.await;
+                        }
+                    }
+                }
+                connected.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let hostile = eventually("the hostile clients to connect", Duration::from_secs(60), || async {
+        let n = connected.load(Ordering::Relaxed);
+        if n >= HOSTILE * 9 / 10 {
+            Ok(n)
+        } else {
+            Err(format!("{n} connected"))
+        }
+    })
+    .await;
+    let loaded = admissions(&api, "loaded").await;
+    let still = connected.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    clients.abort_all();
+
+    println!(
+        "hostile clients connected: {hostile} at the start, {still} at the end, {} connections opened",
+        opened.load(Ordering::Relaxed)
+    );
+    report("without hostile clients", &quiet);
+    report(&format!("with {HOSTILE} hostile clients"), &loaded);
+    assert!(
+        gate.process.log_tail().lines().all(|l| !l.contains("panicked")),
+        "{}",
+        gate.process.log_tail()
+    );
+}

@@ -14,11 +14,31 @@ pub fn parse(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Lines ended by `\n`, `\r` or `\r\n` (one terminator, as in Java: a continuation before a CRLF
+/// continues onto the next line, not onto an empty one).
+fn physical_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+            None => {
+                rest = None;
+                Some(s)
+            }
+        }
+    })
+}
+
 /// Joins continuation lines and drops blank and comment lines.
 fn logical_lines(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
-    for raw in text.split(['\n', '\r']) {
+    for raw in physical_lines(text) {
         let line = raw.trim_start_matches([' ', '\t', '\u{c}']);
         let line = match current.take() {
             Some(mut pending) => {
@@ -87,15 +107,10 @@ fn unescape(chars: &[char]) -> String {
             'n' => out.push('\n'),
             'r' => out.push('\r'),
             'f' => out.push('\u{c}'),
-            'u' => match chars
-                .get(i..i + 4)
-                .map(|h| h.iter().collect::<String>())
-                .and_then(|h| u32::from_str_radix(&h, 16).ok())
-                .and_then(char::from_u32)
-            {
-                Some(decoded) => {
+            'u' => match decode_utf16_escape(&chars[i..]) {
+                Some((decoded, used)) => {
                     out.push(decoded);
-                    i += 4;
+                    i += used;
                 }
                 None => out.push_str("\\u"),
             },
@@ -103,6 +118,25 @@ fn unescape(chars: &[char]) -> String {
         }
     }
     out
+}
+
+/// The character a `\uXXXX` escape (the `\u` already consumed) stands for, and how many chars
+/// after the `\u` it used: a UTF-16 surrogate pair is two escapes (`\uD83D\uDE00`), as in Java.
+fn decode_utf16_escape(after: &[char]) -> Option<(char, usize)> {
+    let unit = |chars: &[char]| -> Option<u16> {
+        let hex: String = chars.get(..4)?.iter().collect();
+        u16::from_str_radix(&hex, 16).ok()
+    };
+    let high = unit(after)?;
+    if let Some(c) = char::from_u32(u32::from(high)) {
+        return Some((c, 4));
+    }
+    let low = after
+        .get(4..6)
+        .filter(|e| e == &['\\', 'u'])
+        .and_then(|_| unit(&after[6..]))?;
+    let c = char::decode_utf16([high, low]).next()?.ok()?;
+    Some((c, 10))
 }
 
 #[cfg(test)]
@@ -149,5 +183,20 @@ mod tests {
     #[test]
     fn malformed_unicode_escape_is_kept() {
         assert_eq!(pairs("k=\\uZZ"), vec![p("k", "\\uZZ")]);
+        assert_eq!(pairs("k=\\uD83Dx"), vec![p("k", "\\uD83Dx")], "a lone surrogate");
+    }
+
+    #[test]
+    fn a_continuation_before_a_crlf_ending_continues_onto_the_next_line() {
+        assert_eq!(
+            pairs("k=one \\\r\n    two\r\nnext=3\r\n"),
+            vec![p("k", "one two"), p("next", "3")]
+        );
+        assert_eq!(pairs("a=1\rb=2\n\rc=3"), vec![p("a", "1"), p("b", "2"), p("c", "3")]);
+    }
+
+    #[test]
+    fn surrogate_pairs_decode_as_one_character() {
+        assert_eq!(pairs("smile=\\uD83D\\uDE00!"), vec![p("smile", "\u{1F600}!")]);
     }
 }
