@@ -8,6 +8,7 @@
 //! pure; written by [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
 
 pub mod lease;
+pub mod ledger;
 mod pass;
 pub mod plan;
 pub mod status;
@@ -61,6 +62,11 @@ pub enum ReconcileError {
     Decode { what: String, source: serde_json::Error },
     #[error("{failed} action(s) failed; retrying")]
     Incomplete { failed: usize },
+    #[error("the ledger (Lease {name}): {source}")]
+    LedgerApi { name: String, source: kube::Error },
+    /// Nothing is done until it is fixed: acting on a guess could delete what is not ours.
+    #[error("the ledger (Lease {name}) is unreadable, so nothing is applied or deleted: {source}")]
+    LedgerUnreadable { name: String, source: ledger::LedgerError },
 }
 
 /// What the reconciler works with, built by `serve`.
@@ -92,6 +98,8 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
     let mut reconciler = Reconciler {
         writer: Writer {
             api: Api::namespaced(ctx.client.clone(), &namespace),
+            ledger: Api::namespaced(ctx.client.clone(), &namespace),
+            ledger_name: args.ledger_name.clone(),
             client: ctx.client,
             reporter: Reporter {
                 controller: "connect-gate".into(),

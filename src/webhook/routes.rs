@@ -30,6 +30,9 @@ pub struct Webhook {
     pub metrics: Metrics,
     /// The reconciled namespace, when this sidecar reconciles: its connector names are checked.
     pub neighbours: Option<NamespaceView>,
+    /// The reconciler's username, the only one that may change connect-gate's records on a
+    /// ConfigMap (`None`: unknown, so nobody may).
+    pub controller: Option<String>,
     pub on_plugins_unavailable: OnPluginsUnavailable,
     /// `--validate-with-worker`: the time budget for the worker's validator.
     pub worker_validation: Option<Duration>,
@@ -92,9 +95,11 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(admission::invalid(&e))).into_response(),
     };
-    let (decision, verdict) = match admission::to_judge(&req) {
-        None => (Decision::allow(vec![]), "skipped"),
-        Some(cm) => {
+    let guarded = admission::guard(&req, w.controller.as_deref());
+    let (decision, verdict) = match (guarded, admission::to_judge(&req)) {
+        (Some(denial), _) => (Decision::deny(denial, vec![]), "denied"),
+        (None, None) => (Decision::allow(vec![]), "skipped"),
+        (None, Some(cm)) => {
             let span = tracing::info_span!("admission", configmap = %cm.origin, operation = %operation(&req), dry_run = req.dry_run);
             let decision = tracing::Instrument::instrument(w.judge(cm), span).await;
             let verdict = if decision.denial.is_some() { "denied" } else { "allowed" };
