@@ -3,9 +3,10 @@
 //! One watch ([`watch`]) keeps the namespace's ConfigMaps in a store. Any change to them
 //! (debounced) or the `--resync` tick triggers one full, level-based pass ([`pass`]): re-read
 //! the template inputs, judge every ConfigMap together through the shared [`Judge`], read the
-//! worker's state in one bulk call ([`worker`]), plan ([`plan`], pure), record on each ConfigMap
-//! what is about to be created (so no delete is ever missed), act, then report ([`status`],
-//! pure; written by [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
+//! worker's state in one bulk call ([`worker`]), plan ([`plan`], pure), record what is about to
+//! be created, first in the [`ledger`] (the only connectors ever deleted) and then on each
+//! ConfigMap (so no delete is ever missed), act, then report ([`status`], pure; written by
+//! [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
 
 pub mod lease;
 pub mod ledger;
