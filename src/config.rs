@@ -134,6 +134,11 @@ pub struct ServeArgs {
     /// Also ask the worker's config validator at admission, denying on its errors.
     #[arg(long, env = "CONNECT_GATE_VALIDATE_WITH_WORKER")]
     pub validate_with_worker: bool,
+    /// The only username whose requests may change connect-gate's records on a ConfigMap (its
+    /// connect-gate.io/ annotations, the removal of its finalizer). Default: the sidecar's own, as
+    /// the API server names it (SelfSubjectReview), when this process also reconciles.
+    #[arg(long, env = "CONNECT_GATE_CONTROLLER_USERNAME")]
+    pub controller_username: Option<String>,
     /// Time budget for --validate-with-worker; safely under the webhook's 5s timeout.
     #[arg(long, env = "CONNECT_GATE_WORKER_VALIDATION_BUDGET", default_value = "3s", value_parser = parse_duration)]
     pub worker_validation_budget: Duration,
@@ -156,6 +161,10 @@ pub struct ReconcileArgs {
     /// The coordination.k8s.io Lease (in --namespace) whose holder reconciles.
     #[arg(long, env = "CONNECT_GATE_LEASE_NAME", default_value = "connect-gate")]
     pub lease_name: String,
+    /// The Lease (in --namespace) whose annotation is the ledger of the connectors connect-gate
+    /// created or adopted: only these are ever deleted. Only connect-gate may write it (RBAC).
+    #[arg(long, env = "CONNECT_GATE_LEDGER_NAME", default_value = "connect-gate-ledger")]
+    pub ledger_name: String,
     /// How long a Lease holder that stopped renewing keeps it before another replica takes over.
     #[arg(long, env = "CONNECT_GATE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::runtime::reflector;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -79,6 +80,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let controller = match (&resolver, &args.controller_username, &reconciled) {
+        (None, _, _) => None,
+        (Some(_), Some(user), _) => Some(user.clone()),
+        (Some(_), None, Some((client, _, _, _))) => Some(
+            own_username(client)
+                .await
+                .context("asking the API server for the sidecar's own username (SelfSubjectReview)")?,
+        ),
+        (Some(_), None, None) => {
+            tracing::warn!(
+                "no --controller-username and no reconciler in this process: the webhook refuses every change to connect-gate's annotations and finalizer"
+            );
+            None
+        }
+    };
+    if let Some(user) = &controller {
+        tracing::info!(%user, "only this user may change connect-gate's annotations and finalizer");
+    }
     let webhook = resolver.as_ref().map(|resolver| {
         Arc::new(Webhook {
             judge: judge.clone(),
@@ -86,6 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             namespace: namespace.clone(),
             neighbours: reconciled.as_ref().map(|(_, view, _, _)| view.clone()),
+            controller: controller.clone(),
             on_plugins_unavailable: args.on_plugins_unavailable,
             worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
             cert_loaded: Box::new({
@@ -198,6 +218,20 @@ fn applied_hash(key_file: Option<&Path>) -> anyhow::Result<AppliedHash> {
     };
     let key = std::fs::read(path).with_context(|| format!("reading --hash-key-file {}", path.display()))?;
     AppliedHash::keyed(&key).with_context(|| format!("--hash-key-file {}", path.display()))
+}
+
+/// This process's username as the API server sees it: the reconciler's, since both use this
+/// client. Every authenticated user may ask (the built-in ClusterRole system:basic-user).
+async fn own_username(client: &kube::Client) -> anyhow::Result<String> {
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|u| !u.is_empty())
+        .context("the SelfSubjectReview named no username")
 }
 
 /// The namespace of the pod this runs in, from its service account mount.

@@ -11,8 +11,9 @@
 //!   against the real worker with the example template inputs;
 //! * the shipped RBAC is sufficient and no more: the real reconciler, authenticated with a real
 //!   token of the shipped ServiceAccount bound by the shipped Role, applies a connector, reports
-//!   on the ConfigMap (a keyed applied hash), publishes Events, holds its Lease and honours the
-//!   finalizer, while the ServiceAccount cannot read Secrets or create/delete ConfigMaps.
+//!   on the ConfigMap (a keyed applied hash), publishes Events, holds its Lease, keeps its ledger
+//!   and honours the finalizer, while the ServiceAccount cannot read Secrets or create/delete
+//!   ConfigMaps.
 
 mod support;
 
@@ -774,6 +775,19 @@ async fn reconciler_works_with_exactly_the_shipped_rbac() {
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some(identity.as_str())
     );
+
+    // The ledger: a Lease of its own, recording the connector as connect-gate's before its PUT.
+    let ledger = Api::<Lease>::namespaced(env.kube.clone(), &env.namespace)
+        .get("connect-gate-ledger")
+        .await
+        .expect("the ledger Lease");
+    let recorded = ledger
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .remove("connect-gate.io/ledger")
+        .unwrap_or_default();
+    assert!(recorded.contains(&format!(r#""{connector}":"created""#)), "{recorded}");
 
     // Events: created in the ConfigMap's namespace.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.kube.clone(), &env.namespace);

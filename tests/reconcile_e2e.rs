@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -240,6 +241,38 @@ async fn wait_event(env: &TestEnv, cm: &str, reason: &str, note_contains: &str) 
     .await;
 }
 
+/// The ledger of the connectors connect-gate created or adopted: its Lease's annotation, parsed.
+async fn ledger(env: &TestEnv) -> Value {
+    let lease = Api::<Lease>::namespaced(env.kube.clone(), &env.namespace)
+        .get_opt("connect-gate-ledger")
+        .await
+        .unwrap();
+    let annotation = lease.and_then(|l| l.metadata.annotations?.get("connect-gate.io/ledger").cloned());
+    annotation.map_or(json!({}), |a| serde_json::from_str(&a).unwrap())
+}
+
+async fn wait_ledger(env: &TestEnv, name: &str, want: Value) {
+    eventually(&format!("the ledger to say {want} for {name}"), WAIT, || async {
+        let ledger = ledger(env).await;
+        if ledger[name] == want {
+            Ok(())
+        } else {
+            Err(ledger.to_string())
+        }
+    })
+    .await;
+}
+
+/// Creates a connector directly on the worker, as someone other than connect-gate would.
+async fn create_on_worker(url: &str, name: &str, file: &Path, topic: &str) {
+    let config =
+        json!({"connector.class": SOURCE, "file": file.display().to_string(), "topic": topic, "tasks.max": "1"});
+    let (status, body) = support::WorkerRest::new(url)
+        .put(&format!("/connectors/{name}/config"), &config)
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 /// Waits until the sidecar has finished `n` more successful passes than now.
 async fn wait_passes(sidecar: &Sidecar, n: f64) {
     let start = eventually("metrics", WAIT, || {
@@ -315,6 +348,7 @@ async fn create_update_state_and_delete_while_running() {
         "{applied}"
     );
     wait_event(&env, "cm", "Applied", &name).await;
+    assert_eq!(ledger(&env).await[&name], "created", "recorded as connect-gate's own");
 
     // Unchanged: later passes make no write calls at all.
     let before = puts(&sidecar).await;
@@ -341,10 +375,129 @@ async fn create_update_state_and_delete_while_running() {
     let (_, status) = env.connect.get(&format!("/connectors/{name}/status")).await;
     assert_eq!(status["connector"]["state"], "PAUSED", "{status}");
 
-    // Delete while running: the connector goes, then the ConfigMap.
+    // Delete while running: the connector goes, then the ConfigMap, then its ledger entry.
     delete_and_wait_gone(&env, "cm").await;
     wait_absent(&env.connect_url, &name).await;
+    wait_ledger(&env, &name, Value::Null).await;
     drop(sidecar);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_ownership_annotation_never_deletes_a_connector_connect_gate_did_not_create() {
+    let env = TestEnv::new("reconcile-forged-owner").await;
+    let dir = test_dir();
+    // The reconciler alone, as if the webhook were bypassed: the ledger must hold on its own.
+    let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let input = dir.path().join("in.txt");
+    let stranger = env.connector_name("stranger");
+    create_on_worker(&env.connect_url, &stranger, &input, &env.id).await;
+    let mine = env.connector_name("mine");
+    create(
+        &env,
+        &configmap("cm", &[], &[("m.json", source_template(&mine, &input, &env.id, ""))]),
+    )
+    .await;
+    wait_status(&env, "cm", &mine, "RUNNING").await;
+
+    // Another identity, with ConfigMap rights only, claims the stranger for this ConfigMap
+    // (an annotation-only update: admission would not even judge it)...
+    let editor = env.service_account_kubeconfig("editor", support::CONFIGMAP_EDITOR_RULES, dir.path());
+    let forged = json!({ &mine: "m.json", &stranger: "nokey" }).to_string();
+    let out = env.kubectl_as(
+        &editor,
+        &[
+            "annotate",
+            "--overwrite",
+            "configmap",
+            "cm",
+            &format!("connect-gate.io/connectors={forged}"),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // ...and on a ConfigMap of its own, finalizer included, which it then deletes.
+    let decoy = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: decoy\n  labels: {{destination: connect}}\n  \
+         finalizers: [{FINALIZER}]\n  annotations:\n    connect-gate.io/connectors: '{}'\n",
+        json!({ &stranger: "gone.json" })
+    );
+    let out = support::kubectl_with(&editor, Some(&env.namespace), &["create", "-f", "-"], Some(&decoy));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.kubectl_as(&editor, &["delete", "configmap", "decoy", "--wait=false"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Refused and visible: a NotOwned Warning on each, the claim dropped, the decoy let go.
+    wait_event(&env, "cm", "NotOwned", &stranger).await;
+    wait_event(&env, "decoy", "NotOwned", &stranger).await;
+    eventually("the forged claim to be dropped from the annotation", WAIT, || async {
+        let managed = annotation(&env, "cm", "connect-gate.io/connectors")
+            .await
+            .unwrap_or_default();
+        if managed.contains(&stranger) {
+            Err(managed)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    eventually("the decoy to be released", WAIT, || async {
+        match env.api::<ConfigMap>().get_opt("decoy").await.unwrap() {
+            None => Ok(()),
+            Some(cm) => Err(format!("finalizers {:?}", cm.metadata.finalizers)),
+        }
+    })
+    .await;
+    let notes = events(&env, "cm", "NotOwned").await.join("\n");
+    assert!(
+        notes.contains(&format!("connector {stranger} is listed in connect-gate.io/connectors, but connect-gate did not create or adopt it: not deleted")),
+        "{notes}"
+    );
+
+    // connect-gate's own connector still goes with its ConfigMap; the stranger never does.
+    delete_and_wait_gone(&env, "cm").await;
+    wait_absent(&env.connect_url, &mine).await;
+    config_at(&env.connect_url, &stranger)
+        .await
+        .expect("the connector connect-gate did not create is still there");
+    assert_eq!(ledger(&env).await[&stranger], Value::Null, "never entered the ledger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_already_on_the_worker_is_adopted_visibly_and_then_owned() {
+    let env = TestEnv::new("reconcile-adopt").await;
+    let dir = test_dir();
+    let input = dir.path().join("in.txt");
+    // As connect-operator left it: on the worker, with a config of its own.
+    let name = env.connector_name("legacy");
+    create_on_worker(&env.connect_url, &name, &input, "theirs").await;
+    let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let topic = format!("{}-ours", env.id);
+    create(
+        &env,
+        &configmap("cm", &[], &[("l.json", source_template(&name, &input, &topic, ""))]),
+    )
+    .await;
+
+    wait_config(&env.connect_url, &name, "topic", &topic).await;
+    wait_event(&env, "cm", "Adopted", &name).await;
+    let notes = events(&env, "cm", "Adopted").await.join("\n");
+    assert!(
+        notes.contains(&format!(
+            "adopted connector {name}, which already existed on the worker"
+        )),
+        "{notes}"
+    );
+    let status = wait_status(&env, "cm", &name, "RUNNING").await;
+    assert_eq!(
+        status[&name]["note"], "adopted: it existed on the worker before connect-gate managed it",
+        "{status}"
+    );
+    wait_ledger(&env, &name, json!("adopted")).await;
+    assert!(events(&env, "cm", "Applied").await.is_empty(), "adopted, not created");
+
+    // Owned now: deleted with its ConfigMap, and forgotten.
+    delete_and_wait_gone(&env, "cm").await;
+    wait_absent(&env.connect_url, &name).await;
+    wait_ledger(&env, &name, Value::Null).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -780,58 +933,13 @@ async fn a_config_the_worker_rejects_is_reported_and_not_retried_until_changed()
     delete_and_wait_gone(&env, "cm").await;
 }
 
-/// The RBAC the sidecar is documented to need, and nothing more.
-const ROLE: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: connect-gate}
-rules:
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get, list, watch, patch, update]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-- apiGroups: [coordination.k8s.io]
-  resources: [leases]
-  verbs: [get, create, update]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_with_only_the_documented_rbac() {
     let env = TestEnv::new("reconcile-rbac").await;
     let dir = test_dir();
-    env.kubectl_ok(&["create", "serviceaccount", "connect-gate"]);
-    env.kubectl_apply(ROLE);
-    env.kubectl_ok(&[
-        "create",
-        "rolebinding",
-        "connect-gate",
-        "--role",
-        "connect-gate",
-        "--serviceaccount",
-        &format!("{}:connect-gate", env.namespace),
-    ]);
-    let token = env.kubectl_ok(&["create", "token", "connect-gate", "--duration", "1h"]);
-    let mut kubeconfig: serde_norway::Value =
-        serde_norway::from_str(&std::fs::read_to_string(&env.stack.kubeconfig).unwrap()).unwrap();
-    kubeconfig["users"][0]["user"] = serde_norway::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
+    let path = env.service_account_kubeconfig("connect-gate", support::RECONCILER_RULES, dir.path());
     // Sanity: this user cannot read Secrets.
-    let can = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
-        .args([
-            "--kubeconfig",
-            path.to_str().unwrap(),
-            "-n",
-            &env.namespace,
-            "auth",
-            "can-i",
-            "get",
-            "secrets",
-        ])
-        .output()
-        .unwrap();
+    let can = env.kubectl_as(&path, &["auth", "can-i", "get", "secrets"]);
     assert_eq!(String::from_utf8_lossy(&can.stdout).trim(), "no");
 
     let sidecar = Sidecar::start_as(&env, dir.path(), &env.connect_url, "rbac", &[], Some(&path));

@@ -25,21 +25,32 @@ struct Gate {
 
 impl Gate {
     async fn start(env: &TestEnv, extra: &[&str]) -> Gate {
-        Self::launch(env, extra, true, &[&env.namespace]).await
+        Self::launch(env, extra, true, &[&env.namespace], None).await
+    }
+
+    /// Talking to the API server as the user of `kubeconfig` instead of the admin.
+    async fn start_as(env: &TestEnv, extra: &[&str], kubeconfig: &Path) -> Gate {
+        Self::launch(env, extra, true, &[&env.namespace], Some(kubeconfig)).await
     }
 
     /// For a sidecar that is alive but never ready (no plugin list under a deny policy).
     async fn start_unready(env: &TestEnv, extra: &[&str]) -> Gate {
-        Self::launch(env, extra, false, &[&env.namespace]).await
+        Self::launch(env, extra, false, &[&env.namespace], None).await
     }
 
     /// With registrations that select `namespaces`, not just the one the sidecar judges.
     async fn start_selecting(env: &TestEnv, namespaces: &[&str], extra: &[&str]) -> Gate {
-        Self::launch(env, extra, true, namespaces).await
+        Self::launch(env, extra, true, namespaces, None).await
     }
 
-    async fn launch(env: &TestEnv, extra: &[&str], ready: bool, namespaces: &[&str]) -> Gate {
-        let mut gate = Self::spawn(env, extra, true);
+    async fn launch(
+        env: &TestEnv,
+        extra: &[&str],
+        ready: bool,
+        namespaces: &[&str],
+        kubeconfig: Option<&Path>,
+    ) -> Gate {
+        let mut gate = Self::spawn(env, extra, true, kubeconfig);
         gate.wait_until_answering(if ready { "readyz" } else { "healthz" })
             .await;
         gate.register(env, namespaces).await;
@@ -48,7 +59,7 @@ impl Gate {
 
     /// Starts `connect-gate serve` without waiting for it. With `certs` false its certificate
     /// files do not exist yet, as when cert-manager issues them after the pod started.
-    fn spawn(env: &TestEnv, extra: &[&str], certs: bool) -> Gate {
+    fn spawn(env: &TestEnv, extra: &[&str], certs: bool, kubeconfig: Option<&Path>) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let certs_dir = dir.path().join("certs");
         if certs {
@@ -85,7 +96,9 @@ impl Gate {
             args.extend(["--connect-url".to_string(), env.connect_url.clone()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let process = Process::spawn(&args, &[], dir.path().join("serve.log"));
+        let envs: Vec<(&str, &std::ffi::OsStr)> =
+            kubeconfig.map(|k| ("KUBECONFIG", k.as_os_str())).into_iter().collect();
+        let process = Process::spawn(&args, &envs, dir.path().join("serve.log"));
         Gate {
             process,
             dir,
@@ -481,7 +494,7 @@ async fn certificate_rotation_drops_no_request() {
 #[tokio::test]
 async fn serve_starts_before_its_certificate_exists_and_serves_once_it_appears() {
     let env = TestEnv::new("webhook-late-cert").await;
-    let mut gate = Gate::spawn(&env, &[], false);
+    let mut gate = Gate::spawn(&env, &[], false, None);
 
     // Up without a certificate: readiness says why on the plain-HTTP port...
     let (status, body) = eventually(
@@ -910,5 +923,138 @@ async fn hostile_clients_do_not_starve_admission() {
         gate.process.log_tail().lines().all(|l| !l.contains("panicked")),
         "{}",
         gate.process.log_tail()
+    );
+}
+
+const REMOVE_FINALIZER: &str = r#"[{"op": "remove", "path": "/metadata/finalizers/0"}]"#;
+
+/// kubectl as `kubeconfig`'s user with `stdin`: success and the combined output.
+fn kubectl_as(env: &TestEnv, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let out = support::kubectl_with(kubeconfig, Some(&env.namespace), args, stdin);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+async fn wait_gone(env: &TestEnv, name: &str) {
+    eventually(
+        &format!("ConfigMap {name} to be gone"),
+        Duration::from_secs(60),
+        || async {
+            let out = env.kubectl(&["get", "configmap", name, "-o", "jsonpath={.metadata.finalizers}"]);
+            if out.status.success() {
+                Err(format!(
+                    "still there, finalizers {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_configmap_as_connect_gate() {
+    let env = TestEnv::new("webhook-records").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sidecar = env.service_account_kubeconfig("connect-gate", support::RECONCILER_RULES, dir.path());
+    let editor = env.service_account_kubeconfig("editor", support::CONFIGMAP_EDITOR_RULES, dir.path());
+    let controller = format!("system:serviceaccount:{}:connect-gate", env.namespace);
+    let refusal = format!("only connect-gate ({controller}) may change its records on a ConfigMap");
+    // Someone else holds the reconciler's Lease for now: nothing reconciles yet.
+    env.kubectl_apply(
+        r#"{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "connect-gate"},
+            "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": 3600}}"#,
+    );
+    let _gate = Gate::start_as(&env, &["--namespace", &env.namespace, "--resync", "2s"], &sidecar).await;
+
+    // A ConfigMap deleted while nothing reconciles stays Terminating on the finalizer that the
+    // mutating webhook added. Its editor may not take the finalizer off...
+    let stuck = configmap("stuck", &[("s.json", &sink(&env.connector_name("stuck")))]);
+    let (ok, text) = kubectl_as(&env, &editor, &["create", "-f", "-"], Some(&stuck));
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl_as(&env, &editor, &["delete", "configmap", "stuck", "--wait=false"], None);
+    assert!(ok, "{text}");
+    let patch = ["patch", "configmap", "stuck", "--type=json", "-p", REMOVE_FINALIZER];
+    let (ok, text) = kubectl_as(&env, &editor, &patch, None);
+    assert!(!ok && text.contains(&refusal), "{text}");
+    assert!(
+        text.contains("this request changes finalizer connect-gate.io/cleanup (removed)"),
+        "{text}"
+    );
+    // ...an operator frees it as connect-gate, by impersonation (README).
+    let mut as_controller = vec!["--as", controller.as_str()];
+    as_controller.extend(patch);
+    env.kubectl_ok(&as_controller);
+    wait_gone(&env, "stuck").await;
+
+    // The Lease is free again: the reconciler takes over, and its own writes pass the webhook.
+    env.kubectl_ok(&[
+        "patch",
+        "lease",
+        "connect-gate",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"holderIdentity": null}}"#,
+    ]);
+    let name = env.connector_name("sink");
+    let (ok, text) = kubectl_as(
+        &env,
+        &editor,
+        &["create", "-f", "-"],
+        Some(&configmap("cm", &[("s.json", &sink(&name))])),
+    );
+    assert!(ok, "{text}");
+    eventually(
+        "the reconciler to record its connector on the ConfigMap",
+        Duration::from_secs(60),
+        || async {
+            let out = env.kubectl(&["get", "configmap", "cm", "-o", "jsonpath={.metadata.annotations}"]);
+            let annotations = String::from_utf8_lossy(&out.stdout).to_string();
+            if annotations.contains("connect-gate.io/connectors") && annotations.contains(&name) {
+                Ok(())
+            } else {
+                Err(annotations)
+            }
+        },
+    )
+    .await;
+
+    // The editor claims another connector for it: refused. Taking the finalizer off a live
+    // ConfigMap is undone by the mutating webhook within the same request.
+    let forged = format!(r#"connect-gate.io/connectors={{"{name}": "s.json", "some-connector": "nokey"}}"#);
+    let (ok, text) = kubectl_as(
+        &env,
+        &editor,
+        &["annotate", "--overwrite", "configmap", "cm", &forged],
+        None,
+    );
+    assert!(!ok && text.contains(&refusal), "{text}");
+    assert!(
+        text.contains("this request changes annotation connect-gate.io/connectors."),
+        "{text}"
+    );
+    let (ok, text) = kubectl_as(
+        &env,
+        &editor,
+        &["patch", "configmap", "cm", "--type=json", "-p", REMOVE_FINALIZER],
+        None,
+    );
+    assert!(ok && text.contains("(no change)"), "{text}");
+    // What is the editor's stays the editor's; deleting still deletes the connector first.
+    let (ok, text) = kubectl_as(&env, &editor, &["annotate", "configmap", "cm", "team=orders"], None);
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl_as(&env, &editor, &["delete", "configmap", "cm", "--wait=false"], None);
+    assert!(ok, "{text}");
+    wait_gone(&env, "cm").await;
+    let (status, _) = env.connect.get(&format!("/connectors/{name}")).await;
+    assert_eq!(
+        status, 404,
+        "the reconciler deleted the connector before letting the ConfigMap go"
     );
 }

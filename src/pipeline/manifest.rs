@@ -18,6 +18,8 @@ pub const CLOUD_LABEL: &str = "destination.cc";
 /// Lets the reconciler delete a connector before its ConfigMap disappears.
 pub const FINALIZER: &str = "connect-gate.io/cleanup";
 
+/// The prefix of every annotation connect-gate writes; only connect-gate may change them.
+pub const ANNOTATION_PREFIX: &str = "connect-gate.io/";
 /// Connectors applied from a ConfigMap: JSON `{connector: data key}`.
 pub const ANNOTATION_CONNECTORS: &str = "connect-gate.io/connectors";
 /// Per connector: the hash of the config last applied, never the config.

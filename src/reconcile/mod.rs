@@ -3,11 +3,13 @@
 //! One watch ([`watch`]) keeps the namespace's ConfigMaps in a store. Any change to them
 //! (debounced) or the `--resync` tick triggers one full, level-based pass ([`pass`]): re-read
 //! the template inputs, judge every ConfigMap together through the shared [`Judge`], read the
-//! worker's state in one bulk call ([`worker`]), plan ([`plan`], pure), record on each ConfigMap
-//! what is about to be created (so no delete is ever missed), act, then report ([`status`],
-//! pure; written by [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
+//! worker's state in one bulk call ([`worker`]), plan ([`plan`], pure), record what is about to
+//! be created, first in the [`ledger`] (the only connectors ever deleted) and then on each
+//! ConfigMap (so no delete is ever missed), act, then report ([`status`], pure; written by
+//! [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
 
 pub mod lease;
+pub mod ledger;
 mod pass;
 pub mod plan;
 pub mod status;
@@ -62,6 +64,11 @@ pub enum ReconcileError {
     Decode { what: String, source: serde_json::Error },
     #[error("{failed} action(s) failed; retrying")]
     Incomplete { failed: usize },
+    #[error("the ledger (Lease {name}): {source}")]
+    LedgerApi { name: String, source: kube::Error },
+    /// Nothing is done until it is fixed: acting on a guess could delete what is not ours.
+    #[error("the ledger (Lease {name}) is unreadable, so nothing is applied or deleted: {source}")]
+    LedgerUnreadable { name: String, source: ledger::LedgerError },
 }
 
 /// What the reconciler works with, built by `serve`.
@@ -94,6 +101,8 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
     let mut reconciler = Reconciler {
         writer: Writer {
             api: Api::namespaced(ctx.client.clone(), &namespace),
+            ledger: Api::namespaced(ctx.client.clone(), &namespace),
+            ledger_name: args.ledger_name.clone(),
             client: ctx.client,
             reporter: Reporter {
                 controller: "connect-gate".into(),

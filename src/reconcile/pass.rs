@@ -1,4 +1,5 @@
-//! One reconcile pass: judge, read the worker, plan, record intent, act, report.
+//! One reconcile pass: judge, read the ledger and the worker, plan, record intent (ledger first),
+//! act, report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use tokio::time::Instant;
 
+use super::ledger::Ledger;
 use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, Live, LiveState, PlanMemory, PlanOptions};
 use super::status::{self, Facts, Note, json_annotation};
 use super::watch::ours;
@@ -71,16 +73,20 @@ impl Reconciler {
             })
             .collect();
 
-        let interest: BTreeSet<String> = cms
-            .iter()
-            .flat_map(|cm| {
+        let mut stored = self.writer.read_ledger().await?;
+        // The ledger's names too: one missing from the listing must not be taken for gone.
+        let interest: BTreeSet<String> = stored
+            .ledger
+            .names()
+            .cloned()
+            .chain(cms.iter().flat_map(|cm| {
                 let declared = cm.input.keys.iter().filter_map(|d| match &d.decl {
                     Decl::Apply(c) => Some(c.name.clone()),
                     Decl::Absent(name) => name.clone(),
                     Decl::Rejected(_) => None,
                 });
                 declared.chain(cm.input.managed.keys().cloned()).collect::<Vec<_>>()
-            })
+            }))
             .collect();
         let live = self.worker.read_live(&interest).await?;
 
@@ -103,10 +109,20 @@ impl Reconciler {
             prune_unmanaged: self.args.prune_unmanaged,
             auto_restart: self.args.auto_restart,
         };
-        let plan = plan::plan(&inputs_for_plan, &live, &memory, options, &self.applied_hash);
+        let plan = plan::plan(
+            &inputs_for_plan,
+            &live,
+            &stored.ledger,
+            &memory,
+            options,
+            &self.applied_hash,
+        );
         let plans: BTreeMap<String, CmPlan> = plan.cms.iter().map(|p| (p.name.clone(), p.clone())).collect();
 
-        // Record intent (finalizer, connectors about to be created) before acting.
+        // Record intent before acting: in the ledger what is about to be created or adopted (no
+        // write at all without it), then on each ConfigMap its finalizer and managed names.
+        let recorded = stored.ledger.before_acting(&live, &plan);
+        self.writer.write_ledger(&mut stored, recorded).await?;
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             cm.applied = p.applied.clone();
@@ -119,6 +135,7 @@ impl Reconciler {
 
         let mut failed = 0usize;
         let mut acted = 0usize;
+        let mut deleted: BTreeSet<String> = BTreeSet::new();
         let index: BTreeMap<String, usize> = cms.iter().enumerate().map(|(i, c)| (c.input.name.clone(), i)).collect();
         for action in &plan.actions {
             let cm_index = action.cm().and_then(|c| index.get(c)).copied();
@@ -153,7 +170,10 @@ impl Reconciler {
                             r.total += 1;
                             done = Done::Restarted(r.total);
                         }
-                        _ => {}
+                        Action::Delete { name, .. } => {
+                            deleted.insert(name.clone());
+                        }
+                        Action::State { .. } => {}
                     }
                     if let Some(cm) = cm {
                         done.apply_to(cm, action);
@@ -190,6 +210,14 @@ impl Reconciler {
             }
         }
 
+        // What was deleted is no longer ours. Should this write fail, the next pass drops those
+        // names anyway: they are neither on the worker nor declared.
+        let settled = stored.ledger.forget(&deleted);
+        if let Err(e) = self.writer.write_ledger(&mut stored, settled).await {
+            tracing::warn!(error = %e, "cannot update the ledger after deleting");
+            failed += 1;
+        }
+
         // Restart bookkeeping: healthy connectors start a new streak.
         for (name, l) in &live {
             if let (Some(r), Some(status)) = (self.memory.restarts.get_mut(name), &l.status)
@@ -205,7 +233,8 @@ impl Reconciler {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             missing_status |= p.desired.keys().any(|n| live.get(n).is_none_or(|l| l.status.is_none()));
             let span = tracing::info_span!("report", configmap = %cm.input.name);
-            let result = tracing::Instrument::instrument(self.report(cm, p, &live, &secrets, &restarts), span).await;
+            let report = self.report(cm, p, &live, &secrets, &restarts, &stored.ledger);
+            let result = tracing::Instrument::instrument(report, span).await;
             if let Err(e) = result {
                 tracing::warn!(configmap = %cm.input.name, error = %e, "cannot write status to the ConfigMap");
                 failed += 1;
@@ -249,6 +278,7 @@ impl Reconciler {
         live: &LiveState,
         secrets: &BTreeMap<String, Vec<String>>,
         restarts: &BTreeMap<String, u32>,
+        ledger: &Ledger,
     ) -> Result<(), kube::Error> {
         let report = status::report(&Facts {
             plan: p,
@@ -265,6 +295,7 @@ impl Reconciler {
             worker_rejected: &self.memory.worker_rejected,
             restarts,
             secrets,
+            ledger,
         });
         let reference = cm.object.object_ref(&());
         for note in std::mem::take(&mut cm.notes).into_iter().chain(report.notes) {
@@ -372,6 +403,10 @@ impl Done {
                 cm.written.insert(name.clone());
                 let (reason, note) = match cause {
                     Cause::Created => ("Applied", format!("created connector {name}")),
+                    Cause::Adopted => (
+                        "Updated",
+                        format!("applied this ConfigMap's config to adopted connector {name}"),
+                    ),
                     Cause::DriftChanged => (
                         "DriftReverted",
                         format!("connector {name}: its config was changed behind connect-gate's back; re-applied"),

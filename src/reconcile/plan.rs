@@ -1,11 +1,12 @@
 //! The reconciler's planning, pure: from what the ConfigMaps declare, what the worker runs and
-//! what connect-gate created before, to the REST actions that converge them. No I/O here, so
-//! every rule is unit-tested.
+//! what connect-gate created or adopted before (its [`Ledger`]), to the REST actions that
+//! converge them. No I/O here, so every rule is unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger::{Ledger, Provenance};
 use crate::pipeline::verdict::{Connector, State};
 
 /// A connector's status as `GET /connectors?expand=status` reports it.
@@ -106,7 +107,8 @@ pub struct CmInput {
     pub has_finalizer: bool,
     /// One entry per data key (empty while deleting: nothing is applied from it any more).
     pub keys: Vec<Declared>,
-    /// Connectors connect-gate applied from this ConfigMap: name -> data key (annotation).
+    /// Connectors connect-gate applied from this ConfigMap: name -> data key (annotation). Which
+    /// data key a name came from; never proof that connect-gate owns it (the ledger is).
     pub managed: BTreeMap<String, String>,
     /// Hash of the config last applied, per connector (annotation).
     pub applied: BTreeMap<String, String>,
@@ -117,6 +119,8 @@ pub struct CmInput {
 pub enum Cause {
     Created,
     Updated,
+    /// It existed on the worker before connect-gate owned it; now this ConfigMap's config applies.
+    Adopted,
     /// Its live config was changed behind connect-gate's back.
     DriftChanged,
     /// It was deleted behind connect-gate's back.
@@ -214,6 +218,13 @@ pub struct CmPlan {
     pub applied: BTreeMap<String, String>,
     /// Names its keys declare but that were rejected (kept as they are).
     pub rejected: BTreeSet<String>,
+    /// Connectors it declares that were on the worker without being connect-gate's: taken over
+    /// this pass.
+    pub adopted: BTreeSet<String>,
+    /// Names its `connect-gate.io/connectors` lists for deletion that are not in the ledger:
+    /// connect-gate did not create or adopt them, so they are not deleted, only dropped from the
+    /// annotation and reported.
+    pub unowned: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -222,6 +233,8 @@ pub struct Plan {
     /// In execution order: deletes first (a renamed connector's old name frees its resources),
     /// then writes, then state changes and restarts.
     pub actions: Vec<Action>,
+    /// To add to the ledger BEFORE acting: what the actions create, and what is adopted.
+    pub record: BTreeMap<String, Provenance>,
 }
 
 /// What the reconciler remembers between passes.
@@ -318,7 +331,16 @@ fn hex12(bytes: &[u8]) -> String {
 
 /// The plan. `live` is the worker's state; names listed by the worker but missing from its
 /// expanded listing must have been resolved by the caller (present or absent) before this.
-pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: PlanOptions, hash: &AppliedHash) -> Plan {
+/// Only what `ledger` owns, or what a ConfigMap's data declares (adopted first), is ever deleted
+/// on a ConfigMap's behalf.
+pub fn plan(
+    cms: &[CmInput],
+    live: &LiveState,
+    ledger: &Ledger,
+    memory: &PlanMemory,
+    options: PlanOptions,
+    hash: &AppliedHash,
+) -> Plan {
     // Everything declared anywhere: never deleted because some other ConfigMap let go of it.
     let mut desired: BTreeMap<&str, (&CmInput, &Connector)> = BTreeMap::new();
     let mut protected: BTreeSet<&str> = BTreeSet::new();
@@ -346,7 +368,14 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
     let mut deleting_names: BTreeSet<String> = BTreeSet::new();
     let mut delete = |cm: &str, name: &str, cause: Cause, cm_plan: &mut CmPlan| {
         cm_plan.release.insert(name.to_string());
-        if live.contains_key(name) && deleting_names.insert(name.to_string()) {
+        if !live.contains_key(name) {
+            return;
+        }
+        if !ledger.owns(name) && !cm_plan.adopted.contains(name) {
+            cm_plan.unowned.insert(name.to_string());
+            return;
+        }
+        if deleting_names.insert(name.to_string()) {
             deletes.push(Action::Delete {
                 cm: Some(cm.to_string()),
                 name: name.to_string(),
@@ -389,8 +418,19 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
                     if live.get(&c.name).is_some_and(|l| l.config == c.config) {
                         cm_plan.applied.insert(c.name.clone(), hash.of(c));
                     }
+                    let applied_here = desired
+                        .get(c.name.as_str())
+                        .is_some_and(|(owner, _)| owner.name == cm.name);
+                    if applied_here && live.contains_key(&c.name) && !ledger.owns(&c.name) {
+                        cm_plan.adopted.insert(c.name.clone());
+                    }
                 }
                 Decl::Absent(Some(name)) if !protected.contains(name.as_str()) => {
+                    // A declaration, judged at admission like any: a connector of that name that
+                    // is not connect-gate's is adopted, then deleted as declared.
+                    if live.contains_key(name) && !ledger.owns(name) {
+                        cm_plan.adopted.insert(name.clone());
+                    }
                     delete(&cm.name, name, Cause::Disabled, &mut cm_plan);
                 }
                 Decl::Rejected(Some(name)) => {
@@ -436,6 +476,10 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
         }
     }
     plan.actions.extend(deletes);
+    for p in &plan.cms {
+        plan.record
+            .extend(p.adopted.iter().map(|n| (n.clone(), Provenance::Adopted)));
+    }
 
     let mut writes = Vec::new();
     let mut states = Vec::new();
@@ -457,10 +501,14 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
             name: name.to_string(),
             to,
         };
+        let owned = ledger.owns(name);
         match live.get(*name) {
             None => {
                 if blocked {
                     continue;
+                }
+                if !owned {
+                    plan.record.insert(name.to_string(), Provenance::Created);
                 }
                 writes.push(put(if recorded { Cause::DriftDeleted } else { Cause::Created }));
                 match state {
@@ -474,7 +522,9 @@ pub fn plan(cms: &[CmInput], live: &LiveState, memory: &PlanMemory, options: Pla
                     // Without a key, a difference in secret values only is not seen by the hash:
                     // a rotated secret, not drift.
                     let seen = hash.of_config(&l.config, &connector.secret_keys) != applied;
-                    writes.push(put(if recorded && seen {
+                    writes.push(put(if !owned {
+                        Cause::Adopted
+                    } else if recorded && seen {
                         Cause::DriftChanged
                     } else {
                         Cause::Updated
@@ -562,8 +612,18 @@ mod tests {
         AppliedHash::keyed(&[7; MIN_HASH_KEY]).unwrap()
     }
 
+    /// Plans as if connect-gate had created everything live and everything recorded, as before
+    /// there was a ledger; the ownership tests pass their own.
     fn run(cms: &[CmInput], live: &LiveState) -> Plan {
-        plan(cms, live, &PlanMemory::default(), PlanOptions::default(), &keyed())
+        plan_with(cms, live, PlanOptions::default())
+    }
+
+    fn owning_all(cms: &[CmInput], live: &LiveState) -> Ledger {
+        let managed = cms.iter().flat_map(|cm| cm.managed.keys());
+        live.keys()
+            .chain(managed)
+            .map(|n| (n.clone(), Provenance::Created))
+            .collect()
     }
 
     fn summary(plan: &Plan) -> Vec<String> {
@@ -586,6 +646,114 @@ mod tests {
         assert_eq!(summary(&plan), ["put a Created"]);
         assert_eq!(plan.cms[0].managed_pre.get("a").map(String::as_str), Some("a.json"));
         assert!(!plan.cms[0].add_finalizer);
+    }
+
+    fn ledger(entries: &[(&str, Provenance)]) -> Ledger {
+        entries.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+    }
+
+    fn with_ledger(cms: &[CmInput], live: &LiveState, ledger: &Ledger) -> Plan {
+        plan(
+            cms,
+            live,
+            ledger,
+            &PlanMemory::default(),
+            PlanOptions::default(),
+            &keyed(),
+        )
+    }
+
+    #[test]
+    fn creating_records_the_name_in_the_ledger_before_acting() {
+        let a = connector("a", &[], None);
+        let cms = [cm("cm", vec![apply("a.json", a)], &[])];
+        let plan = with_ledger(&cms, &LiveState::new(), &Ledger::default());
+        assert_eq!(summary(&plan), ["put a Created"]);
+        assert_eq!(plan.record, [("a".to_string(), Provenance::Created)].into());
+        // Already owned (deleted behind its back): recreated, nothing new to record.
+        let owned = ledger(&[("a", Provenance::Adopted)]);
+        let plan = with_ledger(&cms, &LiveState::new(), &owned);
+        assert_eq!(summary(&plan), ["put a Created"]);
+        assert!(plan.record.is_empty());
+    }
+
+    #[test]
+    fn a_name_only_the_annotation_lists_is_never_deleted_and_is_reported() {
+        let a = connector("a", &[], None);
+        let stranger = connector("stranger", &[], None);
+        let live: LiveState = [
+            ("a".to_string(), live_of(&a, "RUNNING")),
+            ("stranger".into(), live_of(&stranger, "RUNNING")),
+        ]
+        .into();
+        let owned = ledger(&[("a", Provenance::Created)]);
+        // Forged into the annotation of a ConfigMap whose key `nokey` does not exist.
+        let forged = cm(
+            "cm",
+            vec![apply("a.json", a.clone())],
+            &[("a", "a.json"), ("stranger", "nokey")],
+        );
+        let plan = with_ledger(std::slice::from_ref(&forged), &live, &owned);
+        assert!(plan.actions.is_empty(), "{plan:?}");
+        assert_eq!(plan.cms[0].unowned, ["stranger".to_string()].into());
+        assert!(plan.cms[0].release.contains("stranger"), "dropped from the annotation");
+        assert!(plan.record.is_empty());
+        // Nor when its ConfigMap is deleted, or its key renamed: only `a`, connect-gate's own, goes.
+        let mut deleted = forged;
+        deleted.deleting = true;
+        deleted.keys.clear();
+        let plan = with_ledger(&[deleted], &live, &owned);
+        assert_eq!(summary(&plan), ["delete a ConfigMapDeleted"]);
+        assert_eq!(plan.cms[0].unowned, ["stranger".to_string()].into());
+        let renamed = cm("cm", vec![apply("k", a)], &[("stranger", "k")]);
+        let plan = with_ledger(&[renamed], &live, &owned);
+        assert!(plan.actions.is_empty(), "{plan:?}");
+        assert_eq!(plan.cms[0].unowned, ["stranger".to_string()].into());
+        // A forged name that is not on the worker is simply released, with nothing to report.
+        let gone = cm("cm", vec![], &[("ghost", "nokey")]);
+        let plan = with_ledger(&[gone], &live, &owned);
+        assert!(plan.actions.is_empty() && plan.cms[0].unowned.is_empty());
+        assert!(plan.cms[0].release.contains("ghost"));
+    }
+
+    #[test]
+    fn a_declared_connector_already_on_the_worker_is_adopted_then_owned() {
+        let wanted = connector("x", &[("topic", "mine")], None);
+        let mut theirs = live_of(&wanted, "RUNNING");
+        theirs.config.insert("topic".into(), "theirs".into());
+        let live: LiveState = [("x".to_string(), theirs)].into();
+        let cms = [cm("cm", vec![apply("x.json", wanted.clone())], &[])];
+        let run = |live: &LiveState, owned: &Ledger| with_ledger(&cms, live, owned);
+        let plan = run(&live, &Ledger::default());
+        assert_eq!(summary(&plan), ["put x Adopted"]);
+        assert_eq!(plan.record, [("x".to_string(), Provenance::Adopted)].into());
+        assert_eq!(plan.cms[0].adopted, ["x".to_string()].into());
+        // Same config: adopted without a write.
+        let same: LiveState = [("x".to_string(), live_of(&wanted, "RUNNING"))].into();
+        let plan = run(&same, &Ledger::default());
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.cms[0].adopted, ["x".to_string()].into());
+        // Owned from then on: not adopted again, and deleted with its ConfigMap.
+        let owned = ledger(&[("x", Provenance::Adopted)]);
+        assert!(run(&same, &owned).cms[0].adopted.is_empty());
+        let mut gone = cm("cm", vec![], &[("x", "x.json")]);
+        gone.deleting = true;
+        let plan = with_ledger(&[gone], &same, &owned);
+        assert_eq!(summary(&plan), ["delete x ConfigMapDeleted"]);
+    }
+
+    #[test]
+    fn disabling_a_connector_connect_gate_does_not_own_adopts_then_deletes_it() {
+        let x = connector("x", &[], None);
+        let live: LiveState = [("x".to_string(), live_of(&x, "RUNNING"))].into();
+        let keys = vec![Declared {
+            key: "x.json".into(),
+            decl: Decl::Absent(Some("x".into())),
+        }];
+        let plan = with_ledger(&[cm("cm", keys, &[])], &live, &Ledger::default());
+        assert_eq!(summary(&plan), ["delete x Disabled"]);
+        assert_eq!(plan.record, [("x".to_string(), Provenance::Adopted)].into());
+        assert!(plan.cms[0].unowned.is_empty());
     }
 
     #[test]
@@ -685,7 +853,14 @@ mod tests {
     }
 
     fn plan_with(cms: &[CmInput], live: &LiveState, options: PlanOptions) -> Plan {
-        plan(cms, live, &PlanMemory::default(), options, &keyed())
+        plan(
+            cms,
+            live,
+            &owning_all(cms, live),
+            &PlanMemory::default(),
+            options,
+            &keyed(),
+        )
     }
 
     #[test]
@@ -785,15 +960,23 @@ mod tests {
         let mut memory = PlanMemory::default();
         memory.worker_rejected.insert("a".into(), fingerprint(&a.config));
         assert!(
-            plan(&cms, &LiveState::new(), &memory, PlanOptions::default(), &keyed())
-                .actions
-                .is_empty()
+            plan(
+                &cms,
+                &LiveState::new(),
+                &Ledger::default(),
+                &memory,
+                PlanOptions::default(),
+                &keyed()
+            )
+            .actions
+            .is_empty()
         );
         memory.worker_rejected.insert("a".into(), "older".into());
         assert_eq!(
             summary(&plan(
                 &cms,
                 &LiveState::new(),
+                &Ledger::default(),
                 &memory,
                 PlanOptions::default(),
                 &keyed()
@@ -808,6 +991,7 @@ mod tests {
         let unkeyed = plan(
             &fixed,
             &LiveState::new(),
+            &Ledger::default(),
             &memory,
             PlanOptions::default(),
             &AppliedHash::NonSecret,
@@ -831,19 +1015,36 @@ mod tests {
             auto_restart: true,
         };
         assert!(
-            plan(&cms, &live, &PlanMemory::default(), on, &keyed())
-                .actions
-                .is_empty()
+            plan(
+                &cms,
+                &live,
+                &owning_all(&cms, &live),
+                &PlanMemory::default(),
+                on,
+                &keyed()
+            )
+            .actions
+            .is_empty()
         );
         let memory = PlanMemory {
             restart_ready: ["a".to_string()].into(),
             ..PlanMemory::default()
         };
-        assert_eq!(summary(&plan(&cms, &live, &memory, on, &keyed())), ["restart a"]);
+        assert_eq!(
+            summary(&plan(&cms, &live, &owning_all(&cms, &live), &memory, on, &keyed())),
+            ["restart a"]
+        );
         assert!(
-            plan(&cms, &live, &memory, PlanOptions::default(), &keyed())
-                .actions
-                .is_empty()
+            plan(
+                &cms,
+                &live,
+                &owning_all(&cms, &live),
+                &memory,
+                PlanOptions::default(),
+                &keyed()
+            )
+            .actions
+            .is_empty()
         );
     }
 
@@ -935,6 +1136,7 @@ mod tests {
             summary(&plan(
                 std::slice::from_ref(&input),
                 live,
+                &owning_all(std::slice::from_ref(&input), live),
                 &PlanMemory::default(),
                 PlanOptions::default(),
                 &AppliedHash::NonSecret,

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::ledger::{Ledger, Provenance};
 use super::plan::{CmPlan, Live, LiveState};
 use crate::pipeline::manifest::{ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_LAST_ERROR, ANNOTATION_STATUS};
 use crate::pipeline::secrets::mask;
@@ -73,6 +74,8 @@ pub struct Facts<'a> {
     pub restarts: &'a BTreeMap<String, u32>,
     /// Secret values per connector, masked in whatever the worker says about it.
     pub secrets: &'a BTreeMap<String, Vec<String>>,
+    /// The ledger as written this pass: which connectors were adopted rather than created.
+    pub ledger: &'a Ledger,
 }
 
 /// What to write on the ConfigMap.
@@ -155,7 +158,27 @@ pub fn report(f: &Facts) -> Report {
             managed.remove(name);
         }
     }
-    let mut notes = Vec::new();
+    // Ownership first: a deleted ConfigMap's release must not swallow why a name was not deleted.
+    let mut notes: Vec<Note> = p
+        .adopted
+        .iter()
+        .map(|name| {
+            Note::normal(
+                "Adopted",
+                format!("adopted connector {name}, which already existed on the worker: connect-gate manages it from now on and deletes it when no ConfigMap declares it"),
+            )
+        })
+        .collect();
+    let mut ownership_errors = Vec::new();
+    for name in &p.unowned {
+        notes.push(Note::warning(
+            "NotOwned",
+            format!("connector {name} is listed in {ANNOTATION_CONNECTORS}, but connect-gate did not create or adopt it: not deleted, and dropped from the annotation"),
+        ));
+        ownership_errors.push(format!(
+            "connector {name}: listed in {ANNOTATION_CONNECTORS} but not created or adopted by connect-gate; not deleted"
+        ));
+    }
     if f.deleting {
         if managed.is_empty() && f.has_finalizer {
             return Report {
@@ -163,7 +186,7 @@ pub fn report(f: &Facts) -> Report {
                 change: Change::Release,
             };
         }
-        if managed == *f.managed && f.errors.is_empty() {
+        if managed == *f.managed && f.errors.is_empty() && notes.is_empty() {
             return Report {
                 notes,
                 change: Change::None,
@@ -184,6 +207,7 @@ pub fn report(f: &Facts) -> Report {
         }
     }
     errors.extend(f.errors.iter().cloned());
+    errors.extend(ownership_errors);
     let last_error = (!errors.is_empty()).then(|| errors.join("\n"));
     let previous: BTreeSet<&str> = f
         .annotations
@@ -225,6 +249,8 @@ pub fn report(f: &Facts) -> Report {
             s.note = Some("rejected: not applied, see connect-gate.io/last-error");
         } else if worker_rejected(name).is_some() {
             s.note = Some("the worker rejected the config, see connect-gate.io/last-error");
+        } else if f.ledger.provenance(name) == Some(Provenance::Adopted) {
+            s.note = Some("adopted: it existed on the worker before connect-gate managed it");
         }
         s.restarts = f.restarts.get(name).copied().filter(|t| *t > 0);
         let was_trace = previous_status
@@ -353,6 +379,7 @@ mod tests {
         worker_rejected: BTreeMap<String, (String, String)>,
         restarts: BTreeMap<String, u32>,
         secrets: BTreeMap<String, Vec<String>>,
+        ledger: Ledger,
     }
 
     impl Case {
@@ -376,6 +403,7 @@ mod tests {
                 worker_rejected: BTreeMap::new(),
                 restarts: BTreeMap::new(),
                 secrets: BTreeMap::new(),
+                ledger: Ledger::default(),
             }
         }
 
@@ -395,6 +423,7 @@ mod tests {
                 worker_rejected: &self.worker_rejected,
                 restarts: &self.restarts,
                 secrets: &self.secrets,
+                ledger: &self.ledger,
             })
         }
 
@@ -545,6 +574,68 @@ mod tests {
         let p = patch(case.report());
         assert_eq!(p[ANNOTATION_CONNECTORS], json!(r#"{"a":"a.json"}"#));
         assert_eq!(p[ANNOTATION_APPLIED], json!(r#"{"a":"h1"}"#));
+    }
+
+    #[test]
+    fn an_adoption_is_announced_once_and_shown_in_the_status() {
+        let mut case = Case::new();
+        case.plan.adopted.insert("a".into());
+        case.ledger = [("a".to_string(), Provenance::Adopted)].into_iter().collect();
+        let report = case.report();
+        assert_eq!(
+            report.notes,
+            vec![Note::normal(
+                "Adopted",
+                "adopted connector a, which already existed on the worker: connect-gate manages it from now on and deletes it when no ConfigMap declares it".into()
+            )]
+        );
+        let status = patch(report)[ANNOTATION_STATUS].as_str().unwrap().to_string();
+        assert!(
+            status.contains(r#""note":"adopted: it existed on the worker before connect-gate managed it""#),
+            "{status}"
+        );
+        case.annotations = case.converged();
+        case.plan.adopted.clear();
+        assert_eq!(
+            case.report(),
+            Report {
+                notes: vec![],
+                change: Change::None
+            },
+            "the status line stays, the Event is not repeated"
+        );
+    }
+
+    #[test]
+    fn a_listed_name_connect_gate_does_not_own_is_reported_and_dropped() {
+        let mut case = Case::new();
+        case.plan.managed_pre = map(&[("a", "a.json"), ("stranger", "nokey")]);
+        case.plan.release.insert("stranger".into());
+        case.plan.unowned.insert("stranger".into());
+        let report = case.report();
+        assert_eq!(
+            report.notes,
+            vec![Note::warning(
+                "NotOwned",
+                "connector stranger is listed in connect-gate.io/connectors, but connect-gate did not create or adopt it: not deleted, and dropped from the annotation".into()
+            )]
+        );
+        let p = patch(report);
+        assert_eq!(p[ANNOTATION_CONNECTORS], json!(r#"{"a":"a.json"}"#));
+        assert_eq!(
+            p[ANNOTATION_LAST_ERROR],
+            json!(
+                "connector stranger: listed in connect-gate.io/connectors but not created or adopted by connect-gate; not deleted"
+            )
+        );
+        // A deleted ConfigMap is still released, and still says why the name was left alone.
+        case.deleting = true;
+        case.plan.managed_pre = map(&[("stranger", "nokey")]);
+        case.plan.desired.clear();
+        let report = case.report();
+        assert_eq!(report.change, Change::Release);
+        assert_eq!(report.notes.len(), 1);
+        assert_eq!(report.notes[0].reason, "NotOwned");
     }
 
     #[test]

@@ -1,14 +1,19 @@
-//! Everything the reconciler writes to Kubernetes: the intent recorded on a ConfigMap before
-//! acting (finalizer, connectors about to be created), the report of a pass (annotations or the
-//! finalizer's release, computed by `status.rs`) and its Events.
+//! Everything the reconciler writes to Kubernetes: the ledger (read and written on its Lease),
+//! the intent recorded on a ConfigMap before acting (finalizer, connectors about to be created),
+//! the report of a pass (annotations or the finalizer's release, computed by `status.rs`) and its
+//! Events.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::{Map, Value, json};
 
+use super::ReconcileError;
+use super::ledger::{ANNOTATION_LEDGER, Ledger};
 use super::status::{ANNOTATIONS, Change, Note, map_annotation};
 use crate::pipeline::manifest::{ANNOTATION_CONNECTORS, FINALIZER};
 
@@ -19,9 +24,74 @@ pub struct Writer {
     pub api: Api<ConfigMap>,
     pub client: kube::Client,
     pub reporter: Reporter,
+    /// The Lease holding the ledger, in the reconciled namespace.
+    pub ledger: Api<Lease>,
+    pub ledger_name: String,
+}
+
+/// The ledger as read, with the Lease it came from, so that a write is refused (409) when anyone
+/// else wrote it since (a replica that lost the election while still finishing a pass).
+pub struct StoredLedger {
+    pub ledger: Ledger,
+    lease: Option<Lease>,
 }
 
 impl Writer {
+    pub async fn read_ledger(&self) -> Result<StoredLedger, ReconcileError> {
+        let lease = self
+            .ledger
+            .get_opt(&self.ledger_name)
+            .await
+            .map_err(|source| ReconcileError::LedgerApi {
+                name: self.ledger_name.clone(),
+                source,
+            })?;
+        let annotation = lease
+            .as_ref()
+            .and_then(|l| l.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ANNOTATION_LEDGER));
+        let ledger =
+            Ledger::decode(annotation.map(String::as_str)).map_err(|source| ReconcileError::LedgerUnreadable {
+                name: self.ledger_name.clone(),
+                source,
+            })?;
+        Ok(StoredLedger { ledger, lease })
+    }
+
+    /// Writes `ledger` unless it is what `stored` holds already; the first write creates the Lease.
+    pub async fn write_ledger(&self, stored: &mut StoredLedger, ledger: Ledger) -> Result<(), ReconcileError> {
+        if stored.ledger == ledger {
+            return Ok(());
+        }
+        let mut lease = stored.lease.clone().unwrap_or_else(|| Lease {
+            metadata: ObjectMeta {
+                name: Some(self.ledger_name.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        });
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_LEDGER.into(), ledger.encode());
+        let params = PostParams::default();
+        // replace() sends the resourceVersion read: a concurrent writer makes this a 409.
+        let written = match &stored.lease {
+            Some(_) => self.ledger.replace(&self.ledger_name, &params, &lease).await,
+            None => self.ledger.create(&params, &lease).await,
+        }
+        .map_err(|source| ReconcileError::LedgerApi {
+            name: self.ledger_name.clone(),
+            source,
+        })?;
+        *stored = StoredLedger {
+            ledger,
+            lease: Some(written),
+        };
+        Ok(())
+    }
+
     /// Adds the finalizer and records `managed` (what it manages plus what is about to be
     /// created) before any PUT, so a crash after the PUT never loses a delete.
     pub async fn record_intent(

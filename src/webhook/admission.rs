@@ -1,14 +1,68 @@
-//! Admission decisions for connector ConfigMaps, apart from the HTTPS transport: which requests
-//! need a verdict, what the verdicts mean for the request, the finalizer patch, and the
-//! AdmissionReview response body.
+//! Admission decisions for connector ConfigMaps, apart from the HTTPS transport: who may change
+//! connect-gate's own records, which requests need a verdict, what the verdicts mean for the
+//! request, the finalizer patch, and the AdmissionReview response body.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::{Value, json};
 
-use crate::pipeline::manifest::{ConnectorConfigMap, FINALIZER, is_connector_configmap};
+use crate::pipeline::manifest::{ANNOTATION_PREFIX, ConnectorConfigMap, FINALIZER, is_connector_configmap};
 use crate::pipeline::verdict::Verdict;
+
+/// The denial of a request by anyone but `controller` (the reconciler's username; `None` when
+/// unknown, and then nobody may) that changes connect-gate's records on a ConfigMap: its
+/// `connect-gate.io/` annotations, or the removal of its finalizer. Adding the finalizer is
+/// allowed to all: the mutating webhook does it within the user's own request.
+pub fn guard(req: &AdmissionRequest<ConfigMap>, controller: Option<&str>) -> Option<String> {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return None;
+    }
+    let user = req.user_info.username.as_deref();
+    if user.is_some() && user == controller {
+        return None;
+    }
+    let changes = record_changes(req.old_object.as_ref(), req.object.as_ref()?);
+    if changes.is_empty() {
+        return None;
+    }
+    let who = controller.map_or(
+        "whose username this webhook was not told: set --controller-username".into(),
+        |c| c.to_string(),
+    );
+    Some(format!(
+        "only connect-gate ({who}) may change its records on a ConfigMap, the {ANNOTATION_PREFIX} annotations and          the finalizer {FINALIZER}; this request changes {}. Leave them as they are; to free a ConfigMap stuck on          the finalizer, see connect-gate's README",
+        changes.join(", ")
+    ))
+}
+
+/// What a request changes of connect-gate's records (`old` is `None` on CREATE).
+fn record_changes(old: Option<&ConfigMap>, new: &ConfigMap) -> Vec<String> {
+    let ours = |cm: Option<&ConfigMap>| -> BTreeMap<String, String> {
+        let annotations = cm.and_then(|c| c.metadata.annotations.clone()).unwrap_or_default();
+        annotations
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+            .collect()
+    };
+    let (before, after) = (ours(old), ours(Some(new)));
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut changes: Vec<String> = keys
+        .into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("annotation {k}"))
+        .collect();
+    let holds = |cm: Option<&ConfigMap>| {
+        cm.and_then(|c| c.metadata.finalizers.as_ref())
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+    };
+    if holds(old) && !holds(Some(new)) {
+        changes.push(format!("finalizer {FINALIZER} (removed)"));
+    }
+    changes
+}
 
 /// The ConfigMap a request asks to be judged, or `None` when it is allowed without a verdict:
 /// other objects, DELETE, unlabelled ConfigMaps, a ConfigMap being deleted (its finalizer must
@@ -146,6 +200,10 @@ mod tests {
     use kube::core::admission::AdmissionReview;
 
     fn request(operation: &str, object: Value, old: Option<Value>) -> AdmissionRequest<ConfigMap> {
+        request_by("flux", operation, object, old)
+    }
+
+    fn request_by(user: &str, operation: &str, object: Value, old: Option<Value>) -> AdmissionRequest<ConfigMap> {
         let review: AdmissionReview<ConfigMap> = serde_json::from_value(json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -154,7 +212,7 @@ mod tests {
                 "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
                 "resource": {"group": "", "version": "v1", "resource": "configmaps"},
                 "name": "cm", "namespace": "team", "operation": operation,
-                "userInfo": {"username": "flux"},
+                "userInfo": {"username": user},
                 "object": object, "oldObject": old, "dryRun": true
             }
         }))
@@ -184,6 +242,92 @@ mod tests {
         let mut deleting = labelled.clone();
         deleting["metadata"]["deletionTimestamp"] = json!("2026-11-24T10:00:00Z");
         assert!(to_judge(&request("UPDATE", deleting, Some(labelled))).is_none());
+    }
+
+    const CONTROLLER: &str = "system:serviceaccount:connect:connect-gate";
+
+    /// A reconciled ConfigMap: finalizer, managed names and status as the reconciler wrote them.
+    fn reconciled() -> Value {
+        let mut v = cm(
+            json!({"destination": "connect"}),
+            json!({"a.json": "{}"}),
+            Some(vec![FINALIZER]),
+        );
+        v["metadata"]["annotations"] = json!({
+            "connect-gate.io/connectors": r#"{"a":"a.json"}"#,
+            "connect-gate.io/status": "{}",
+            "team": "orders",
+        });
+        v
+    }
+
+    #[test]
+    fn only_the_controller_changes_connect_gates_annotations_or_removes_its_finalizer() {
+        let old = reconciled();
+        let guarded = |user: &str, new: &Value| {
+            guard(
+                &request_by(user, "UPDATE", new.clone(), Some(old.clone())),
+                Some(CONTROLLER),
+            )
+        };
+        let mut forged = old.clone();
+        forged["metadata"]["annotations"]["connect-gate.io/connectors"] =
+            json!(r#"{"a":"a.json","some-connector":"nokey"}"#);
+        let denial = guarded("flux", &forged).unwrap();
+        assert!(
+            denial.contains(&format!("only connect-gate ({CONTROLLER})")),
+            "{denial}"
+        );
+        assert!(
+            denial.contains("this request changes annotation connect-gate.io/connectors."),
+            "{denial}"
+        );
+        assert_eq!(guarded(CONTROLLER, &forged), None, "the reconciler's own writes pass");
+        // Removed annotations and the finalizer's removal count, also on a ConfigMap being deleted.
+        let mut stripped = old.clone();
+        stripped["metadata"]["annotations"] = json!({"team": "orders"});
+        stripped["metadata"]["finalizers"] = json!([]);
+        stripped["metadata"]["deletionTimestamp"] = json!("2026-11-24T10:00:00Z");
+        let denial = guarded("operator", &stripped).unwrap();
+        assert!(
+            denial.contains("annotation connect-gate.io/connectors, annotation connect-gate.io/status, finalizer connect-gate.io/cleanup (removed)"),
+            "{denial}"
+        );
+        assert_eq!(guarded(CONTROLLER, &stripped), None);
+        // What is the user's stays the user's: data, labels, other annotations.
+        let mut edited = old.clone();
+        edited["data"] = json!({"a.json": "{\"name\": \"a\"}"});
+        edited["metadata"]["annotations"]["team"] = json!("payments");
+        assert_eq!(guarded("flux", &edited), None);
+    }
+
+    #[test]
+    fn creating_with_connect_gates_annotations_is_refused_but_the_finalizer_may_be_added() {
+        let create = |object: Value| guard(&request_by("flux", "CREATE", object, None), Some(CONTROLLER));
+        assert!(
+            create(reconciled())
+                .unwrap()
+                .contains("annotation connect-gate.io/connectors")
+        );
+        let finalized = cm(json!({"destination": "connect"}), json!({}), Some(vec![FINALIZER]));
+        assert_eq!(
+            create(finalized.clone()),
+            None,
+            "the mutating webhook adds it in the user's request"
+        );
+        let unfinalized = cm(json!({"destination": "connect"}), json!({}), None);
+        let update = request_by("flux", "UPDATE", finalized, Some(unfinalized));
+        assert_eq!(guard(&update, Some(CONTROLLER)), None);
+    }
+
+    #[test]
+    fn without_a_known_controller_nobody_changes_the_records() {
+        let mut forged = reconciled();
+        forged["metadata"]["annotations"]["connect-gate.io/status"] = json!("forged");
+        let req = request_by(CONTROLLER, "UPDATE", forged, Some(reconciled()));
+        assert!(guard(&req, None).unwrap().contains("set --controller-username"));
+        let untouched = request_by("flux", "UPDATE", reconciled(), Some(reconciled()));
+        assert_eq!(guard(&untouched, None), None);
     }
 
     #[test]

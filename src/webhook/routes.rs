@@ -33,6 +33,9 @@ pub struct Webhook {
     /// The reconciled namespace's ConfigMaps, when this sidecar reconciles: their connector
     /// names are checked.
     pub neighbours: Option<NamespaceView>,
+    /// The reconciler's username, the only one that may change connect-gate's records on a
+    /// ConfigMap (`None`: unknown, so nobody may).
+    pub controller: Option<String>,
     pub on_plugins_unavailable: OnPluginsUnavailable,
     /// `--validate-with-worker`: the time budget for the worker's validator.
     pub worker_validation: Option<Duration>,
@@ -100,8 +103,12 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(e) => return (StatusCode::BAD_REQUEST, Json(admission::invalid(&e))).into_response(),
     };
+    // Other namespaces are not connect-gate's business; in its own, its records are guarded
+    // before anything is judged.
     let (decision, verdict) = if let Some(decision) = admission::outside_scope(&req, &w.namespace) {
         (decision, "out_of_scope")
+    } else if let Some(denial) = admission::guard(&req, w.controller.as_deref()) {
+        (Decision::deny(denial, vec![]), "denied")
     } else {
         match admission::to_judge(&req) {
             None => (Decision::allow(vec![]), "skipped"),

@@ -1,13 +1,14 @@
 //! The per-test environment ([`TestEnv`]) and its cleanup, which also runs on drop.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{Discovery, Scope, verbs};
 
-use super::kubectl::{check_kubectl, kubectl_in};
+use super::kubectl::{check_kubectl, kubectl_in, kubectl_with};
 use super::names::{random_suffix, slug};
 use super::stack::{Stack, kube_client, stack};
 use super::worker_rest::WorkerRest;
@@ -87,6 +88,40 @@ impl TestEnv {
     pub fn kubectl_apply(&self, manifest: &str) -> String {
         let args = ["apply", "-f", "-"];
         check_kubectl(&args, self.kubectl_with_stdin(&args, Some(manifest)))
+    }
+
+    /// A kubeconfig (written into `dir`) that authenticates as a new ServiceAccount `name` of
+    /// this namespace with a real token (TokenRequest), bound to a Role of `rules` (the YAML list
+    /// under a Role's `rules:`). The API server and webhooks see
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub fn service_account_kubeconfig(&self, name: &str, rules: &str, dir: &Path) -> PathBuf {
+        self.kubectl_ok(&["create", "serviceaccount", name]);
+        self.kubectl_apply(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {name}}}\nrules:\n{rules}"
+        ));
+        let subject = format!("{}:{name}", self.namespace);
+        self.kubectl_ok(&[
+            "create",
+            "rolebinding",
+            name,
+            "--role",
+            name,
+            "--serviceaccount",
+            &subject,
+        ]);
+        let token = self.kubectl_ok(&["create", "token", name, "--duration", "1h"]);
+        let mut kubeconfig: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(&self.stack.kubeconfig).unwrap()).unwrap();
+        kubeconfig["users"][0]["user"] = serde_norway::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
+        let path = dir.join(format!("kubeconfig-{name}"));
+        std::fs::write(&path, serde_norway::to_string(&kubeconfig).unwrap()).unwrap();
+        path
+    }
+
+    /// Runs kubectl in this namespace as the user of `kubeconfig` (see
+    /// [`service_account_kubeconfig`](Self::service_account_kubeconfig)).
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        kubectl_with(kubeconfig, Some(&self.namespace), args, None)
     }
 
     /// Starts an extra Connect worker for this test (name made unique). Plain

@@ -1,16 +1,21 @@
 //! kubectl against the stack (the kubectl the stack built, first on PATH after `up`).
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use super::stack::{HOW_TO_RUN, stack};
 
-/// kubectl against the stack; `namespace` adds `--namespace`.
+/// kubectl against the stack as its admin; `namespace` adds `--namespace`.
 pub fn kubectl_in(namespace: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_with(&stack().kubeconfig, namespace, args, stdin)
+}
+
+/// kubectl against the stack as the user of `kubeconfig`; `namespace` adds `--namespace`.
+pub fn kubectl_with(kubeconfig: &Path, namespace: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let s = stack();
     let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
     let mut cmd = Command::new(&kubectl);
-    cmd.arg("--kubeconfig").arg(&s.kubeconfig);
+    cmd.arg("--kubeconfig").arg(kubeconfig);
     if let Some(ns) = namespace {
         cmd.args(["--namespace", ns]);
     }

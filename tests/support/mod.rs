@@ -29,9 +29,12 @@
 //!   * [`poll`]: polling until a condition holds ([`eventually`]);
 //!   * [`worker_rest`]: [`WorkerRest`], the tests' raw Kafka Connect REST client;
 //!   * [`workers`]: extra Connect [`Worker`]s;
-//!   * [`kubectl`]: running the stack's kubectl ([`kubectl_in`]);
+//!   * [`kubectl`]: running the stack's kubectl, as its admin or another user ([`kubectl_in`],
+//!     [`kubectl_with`]);
 //!   * [`process`]: the binary under test ([`BIN`], [`Process`], [`free_port`]);
-//!   * [`names`]: unique names ([`random_suffix`]).
+//!   * [`names`]: unique names ([`random_suffix`]);
+//!   * [`rbac`]: Role rules of the identities tests act as ([`RECONCILER_RULES`],
+//!     [`CONFIGMAP_EDITOR_RULES`]).
 #![allow(dead_code)] // each test crate uses a different part
 
 mod env;
@@ -39,6 +42,7 @@ mod kubectl;
 mod names;
 mod poll;
 mod process;
+mod rbac;
 mod stack;
 mod worker_rest;
 mod workers;
@@ -46,10 +50,11 @@ mod workers;
 #[allow(unused_imports)] // each test crate uses a different part of these, too
 pub use self::{
     env::{TestEnv, delete_namespace, purge_namespace, run_in_drop},
-    kubectl::kubectl_in,
+    kubectl::{kubectl_in, kubectl_with},
     names::random_suffix,
     poll::eventually,
     process::{BIN, Process, free_port},
+    rbac::{CONFIGMAP_EDITOR_RULES, RECONCILER_RULES},
     stack::{Stack, kube_client, stack},
     worker_rest::WorkerRest,
     workers::Worker,

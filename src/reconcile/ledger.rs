@@ -1,0 +1,174 @@
+//! The ledger: the connectors connect-gate created or adopted, the only record a delete is
+//! allowed on. It is kept in the annotation [`ANNOTATION_LEDGER`] of a Lease that only the
+//! sidecar's ServiceAccount may write (RBAC), not on the ConfigMaps, whose editors can change
+//! any annotation: a name listed in a ConfigMap's `connect-gate.io/connectors` but missing here
+//! is never deleted. Pure: reading and writing the value, and how a pass changes it; `writer.rs`
+//! does the I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{LiveState, Plan};
+
+/// The Lease annotation holding the ledger: JSON `{connector: "created" | "adopted"}`.
+pub const ANNOTATION_LEDGER: &str = "connect-gate.io/ledger";
+
+/// How connect-gate came to own a connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provenance {
+    /// connect-gate's PUT created it.
+    Created,
+    /// It existed on the worker when a ConfigMap declared it (connect-operator, by hand, an
+    /// earlier connect-gate without a ledger); connect-gate took it over.
+    Adopted,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("its annotation {ANNOTATION_LEDGER} is not a JSON map of connector names to \"created\" or \"adopted\": {0}")]
+pub struct LedgerError(#[from] serde_json::Error);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    owned: BTreeMap<String, Provenance>,
+}
+
+impl Ledger {
+    /// The ledger as stored; no annotation (a new installation, or an upgrade from a version
+    /// without a ledger) is an empty one. An unreadable value is an error, never an empty
+    /// ledger: written back, it would lose every record.
+    pub fn decode(annotation: Option<&str>) -> Result<Self, LedgerError> {
+        let owned = annotation.map(serde_json::from_str).transpose()?.unwrap_or_default();
+        Ok(Self { owned })
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(&self.owned).expect("a map of strings serialises")
+    }
+
+    pub fn owns(&self, name: &str) -> bool {
+        self.owned.contains_key(name)
+    }
+
+    pub fn provenance(&self, name: &str) -> Option<Provenance> {
+        self.owned.get(name).copied()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.owned.keys()
+    }
+
+    /// The ledger to write BEFORE a pass acts: what the plan is about to create or adopt is
+    /// recorded first, so a crash between a PUT and its record never leaves a connector
+    /// connect-gate cannot delete. Names that are neither on the worker nor declared any more are
+    /// dropped: should a connector of that name appear later, it was not connect-gate's.
+    pub fn before_acting(&self, live: &LiveState, plan: &Plan) -> Ledger {
+        let declared: BTreeSet<&String> = plan.cms.iter().flat_map(|p| p.desired.keys()).collect();
+        let mut owned: BTreeMap<String, Provenance> = self
+            .owned
+            .iter()
+            .filter(|(name, _)| live.contains_key(*name) || declared.contains(name))
+            .map(|(name, p)| (name.clone(), *p))
+            .collect();
+        for (name, provenance) in &plan.record {
+            owned.entry(name.clone()).or_insert(*provenance);
+        }
+        Ledger { owned }
+    }
+
+    /// The ledger after a pass: the connectors it deleted are no longer its own.
+    pub fn forget(&self, deleted: &BTreeSet<String>) -> Ledger {
+        let mut owned = self.owned.clone();
+        owned.retain(|name, _| !deleted.contains(name));
+        Ledger { owned }
+    }
+}
+
+impl FromIterator<(String, Provenance)> for Ledger {
+    fn from_iter<I: IntoIterator<Item = (String, Provenance)>>(iter: I) -> Self {
+        Ledger {
+            owned: iter.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::{CmPlan, Live};
+
+    fn live(names: &[&str]) -> LiveState {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Live {
+                        config: BTreeMap::new(),
+                        status: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_and_treats_no_annotation_as_empty() {
+        let ledger: Ledger = [
+            ("a".to_string(), Provenance::Created),
+            ("b".into(), Provenance::Adopted),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(ledger.encode(), r#"{"a":"created","b":"adopted"}"#);
+        assert_eq!(Ledger::decode(Some(&ledger.encode())).unwrap(), ledger);
+        assert_eq!(Ledger::decode(None).unwrap(), Ledger::default());
+        assert_eq!(Ledger::decode(Some("{}")).unwrap(), Ledger::default());
+    }
+
+    #[test]
+    fn a_corrupted_ledger_is_an_error_never_an_empty_one() {
+        for bad in ["", "[\"a\"]", r#"{"a": "mine"}"#, r#"{"a": 1}"#] {
+            let e = Ledger::decode(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains(ANNOTATION_LEDGER), "{e}");
+        }
+    }
+
+    #[test]
+    fn records_before_acting_and_forgets_what_is_gone() {
+        let ledger: Ledger = [
+            ("running".to_string(), Provenance::Created),
+            ("pending".into(), Provenance::Created),
+            ("gone".into(), Provenance::Adopted),
+        ]
+        .into_iter()
+        .collect();
+        let plan = Plan {
+            cms: vec![CmPlan {
+                desired: [("pending".to_string(), "h".to_string()), ("new".into(), "h".into())].into(),
+                ..CmPlan::default()
+            }],
+            record: [
+                ("new".to_string(), Provenance::Created),
+                ("running".into(), Provenance::Adopted),
+            ]
+            .into(),
+            ..Plan::default()
+        };
+        let next = ledger.before_acting(&live(&["running"]), &plan);
+        // `pending` is declared (its PUT may have failed), `gone` is neither live nor declared;
+        // a name already owned keeps its provenance.
+        let want: Ledger = [
+            ("running".to_string(), Provenance::Created),
+            ("pending".into(), Provenance::Created),
+            ("new".into(), Provenance::Created),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(next, want);
+        let after = next.forget(&["running".to_string()].into());
+        assert!(!after.owns("running") && after.owns("new"));
+        assert_eq!(after.provenance("pending"), Some(Provenance::Created));
+    }
+}
