@@ -9,6 +9,12 @@ CACHE="${CONNECT_GATE_STACK_CACHE:-$HOME/.cache/connect-gate-stack}"
 K8S_VERSION="${K8S_VERSION_OVERRIDE:-v1.34.4}"
 ETCD_VERSION="v3.6.16"
 KAFKA_VERSION="4.3.1"
+# Flux's kustomize-controller (only with `build --flux` / `up --flux` / `flux start`). The version
+# is the require line of kustomize-controller/go.mod; this copy names the cache entry and is checked against it.
+FLUX_KC_VERSION="v1.9.6"
+# The source-controller CRDs installed with it (part of the cache key): ExternalArtifact, the
+# source the tests use, and every other source kind the controller watches.
+FLUX_SOURCE_CRDS="externalartifacts gitrepositories ocirepositories buckets"
 
 # Go builds keep their module and build caches inside the stack cache so that
 # the stack is self-contained (and `rm -rf $CACHE` really resets everything).
@@ -39,6 +45,7 @@ short_hash() { cat "$@" | sha256sum | cut -c1-12; }
 # wrapper go.mod / pom.xml rebuilds instead of reusing a stale artifact).
 k8s_dir()   { echo "$CACHE/k8s/$K8S_VERSION-$( (go version; cat "$STACK_SRC/k8s/go.mod" "$STACK_SRC/k8s/go.sum") | short_hash)"; }
 etcd_dir()  { echo "$CACHE/etcd/$ETCD_VERSION-$( (go version; cat "$STACK_SRC/etcd/go.mod" "$STACK_SRC/etcd/go.sum") | short_hash)"; }
+flux_dir()  { echo "$CACHE/flux/kustomize-controller-$FLUX_KC_VERSION-$( (go version; echo "$FLUX_SOURCE_CRDS"; cat "$STACK_SRC/kustomize-controller/go.mod" "$STACK_SRC/kustomize-controller/go.sum") | short_hash)"; }
 kafka_dir() { echo "$CACHE/kafka/$KAFKA_VERSION-$(short_hash "$STACK_SRC/kafka/pom.xml")"; }
 
 # ---- ports -----------------------------------------------------------------

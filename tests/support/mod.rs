@@ -29,6 +29,7 @@
 //!   * [`poll`]: polling until a condition holds ([`eventually`]);
 //!   * [`worker_rest`]: [`WorkerRest`], the tests' raw Kafka Connect REST client;
 //!   * [`workers`]: extra Connect [`Worker`]s;
+//!   * [`flux`]: Flux's kustomize-controller on the stack ([`Flux`], `tests/stack/flux`);
 //!   * [`kubectl`]: running the stack's kubectl, as its admin or another user ([`kubectl_in`],
 //!     [`kubectl_with`]);
 //!   * [`process`]: the binary under test ([`BIN`], [`Process`], [`free_port`]);
@@ -38,6 +39,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 mod env;
+mod flux;
 mod kubectl;
 mod names;
 mod poll;
@@ -50,6 +52,7 @@ mod workers;
 #[allow(unused_imports)] // each test crate uses a different part of these, too
 pub use self::{
     env::{TestEnv, delete_namespace, purge_namespace, run_in_drop},
+    flux::Flux,
     kubectl::{kubectl_in, kubectl_with},
     names::random_suffix,
     poll::eventually,

@@ -60,7 +60,17 @@ impl WorkerRest {
         (status, value)
     }
 
+    /// A GET, retried while the worker answers that a rebalance is under way (409, or 500
+    /// "rebalance is expected"): reads must not fail a test for the cluster's own churn.
     pub async fn get(&self, path: &str) -> (u16, Value) {
+        for _ in 0..20 {
+            let (status, body) = self.request(reqwest::Method::GET, path, None).await;
+            let rebalancing = status == 409 || (status == 500 && body.to_string().contains("rebalance"));
+            if !rebalancing {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         self.request(reqwest::Method::GET, path, None).await
     }
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
