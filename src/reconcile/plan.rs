@@ -441,7 +441,7 @@ mod tests {
             name: name.into(),
             config,
             state,
-            secret_keys: BTreeSet::new(),
+            secrets: vec![],
         }
     }
 
