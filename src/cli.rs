@@ -140,7 +140,7 @@ fn text_report(verdicts: &[Verdict], colour: bool) -> String {
         } else {
             paint("31;1", "REJECTED")
         };
-        let name = v.name.as_deref().unwrap_or("?");
+        let name = v.shown_name.as_deref().unwrap_or("?");
         let desired = match v.desired {
             Desired::Present => "",
             Desired::Absent => " (disabled: to be deleted)",
@@ -169,13 +169,23 @@ async fn render(args: PipelineArgs, reveal: bool) -> Result<ExitCode, UsageError
             eprintln!("rejected: {message}");
         }
         let Some(connector) = &v.connector else { continue };
-        let mut shown = connector.clone();
-        if !reveal {
-            for key in &connector.secret_keys {
-                shown.config.insert(key.clone(), "****".into());
-            }
+        // Without --reveal, the placeholder render: a value that depends on a variable or env
+        // shows as (a transform of) its placeholder.
+        let shown = if reveal { Some(connector) } else { v.shown.as_ref() };
+        let Some(shown) = shown else {
+            eprintln!(
+                "not shown: {}: with placeholders for the variable and env values the template renders no valid connector; --reveal prints the real one",
+                v.location()
+            );
+            continue;
+        };
+        if shown.config.len() != connector.config.len() {
+            eprintln!(
+                "note: {}: with the real variable and env values the config has other keys than shown; --reveal prints it",
+                v.location()
+            );
         }
-        let _ = writeln!(out, "{}", serde_json::to_string(&shown).expect("connector serialises"));
+        let _ = writeln!(out, "{}", serde_json::to_string(shown).expect("connector serialises"));
     }
     Ok(exit_code(&verdicts))
 }

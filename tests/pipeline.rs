@@ -70,7 +70,7 @@ fn streaming_ops_format_fixtures_are_accepted() {
 }
 
 #[test]
-fn render_masks_variable_values_unless_revealed() {
+fn render_shows_placeholders_for_variable_values_unless_revealed() {
     let ws = Workspace::new();
     let file = fixture("inventory-jdbc-source.yaml");
     let masked = ws.render(&[], &[&file]);
@@ -78,8 +78,11 @@ fn render_masks_variable_values_unless_revealed() {
     masked.assert_no_secrets();
     let line: serde_json::Value = serde_json::from_str(masked.stdout.trim()).unwrap();
     assert_eq!(line["name"], "jdbc-inventory");
-    assert_eq!(line["config"]["connection.password"], "****");
-    assert_eq!(line["config"]["value.converter.schema.registry.url"], "****");
+    assert_eq!(line["config"]["connection.password"], "⟨env.MYSQL_CONNECTION_PASSWORD⟩");
+    assert_eq!(
+        line["config"]["value.converter.schema.registry.url"],
+        "⟨$SCHEMA_REGISTRY_URL⟩"
+    );
     assert_eq!(line["config"]["mode"], "timestamp+incrementing");
     let revealed = ws.render(&["--reveal"], &[&file]);
     let line: serde_json::Value = serde_json::from_str(revealed.stdout.trim()).unwrap();

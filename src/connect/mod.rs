@@ -101,12 +101,12 @@ struct ValidateValue {
 
 impl ConnectClient {
     /// `PUT /connector-plugins/{class}/config/validate`: the worker's own verdict on a config.
-    /// Error texts can quote values: the values of PASSWORD-type keys and of `secret_keys` are
-    /// masked in them.
+    /// Error texts can quote values: the values of PASSWORD-type keys and `secrets` are masked
+    /// in them, and in the keys.
     pub async fn validate(
         &self,
         config: &std::collections::BTreeMap<String, String>,
-        secret_keys: &std::collections::BTreeSet<String>,
+        secrets: &[String],
     ) -> Result<Vec<ConfigIssue>, ConnectError> {
         let class = config.get("connector.class").map(String::as_str).unwrap_or_default();
         let url = format!("{}/connector-plugins/{}/config/validate", self.base, urlencode(class));
@@ -127,9 +127,8 @@ impl ConnectClient {
             .configs
             .iter()
             .filter(|c| c.definition.as_ref().is_some_and(|d| d.kind == "PASSWORD"))
-            .map(|c| c.value.name.as_str())
-            .chain(secret_keys.iter().map(String::as_str))
-            .filter_map(|k| config.get(k).map(String::as_str))
+            .filter_map(|c| config.get(&c.value.name).map(String::as_str))
+            .chain(secrets.iter().map(String::as_str))
             .collect();
         let mask = |e: &String| mask(e, &hidden);
         Ok(body
@@ -138,7 +137,7 @@ impl ConnectClient {
             .filter(|c| !c.value.errors.is_empty())
             .map(|c| ConfigIssue {
                 errors: c.value.errors.iter().map(mask).collect(),
-                key: c.value.name,
+                key: mask(&c.value.name),
             })
             .collect())
     }

@@ -1,5 +1,6 @@
-//! Secret values: held in [`Secret`], whose `Debug` prints `****`, and masked in any text that
-//! leaves the process.
+//! Secret values: held in [`Secret`], whose `Debug` prints `****`, replaced by placeholders in
+//! the render that every message is built from, and masked in any text that leaves the process
+//! (a second line of defence).
 
 use std::fmt;
 
@@ -23,6 +24,20 @@ impl fmt::Debug for Secret {
         f.write_str("****")
     }
 }
+
+/// What stands for variable `$name` in the placeholder render: a transformed value then shows
+/// as the same transform of its placeholder.
+pub fn var_placeholder(name: &str) -> String {
+    format!("{PLACEHOLDER_OPEN}${name}⟩")
+}
+
+/// What stands for env var `name` in the placeholder render.
+pub fn env_placeholder(name: &str) -> String {
+    format!("{PLACEHOLDER_OPEN}env.{name}⟩")
+}
+
+/// Opens every placeholder: a text holding it shows by itself that it was rendered with them.
+pub const PLACEHOLDER_OPEN: char = '⟨';
 
 /// Masks secret values in text that leaves the process (messages, Events, annotations, logs).
 /// Values of four characters or more are masked wherever they occur; shorter ones only as a

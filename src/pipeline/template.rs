@@ -18,10 +18,17 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
-/// What the child evaluates. Values are secrets: this type is never logged.
+/// What the child evaluates: one template against each set of bindings in turn, one outcome
+/// each. One child for all of them, because starting it is most of the cost of a render.
 #[derive(Serialize, Deserialize)]
 pub struct Request {
     pub code: String,
+    pub runs: Vec<Bindings>,
+}
+
+/// The `$VAR`s and `$ENV` of one evaluation. Values are secrets: this type is never logged.
+#[derive(Serialize, Deserialize)]
+pub struct Bindings {
     pub vars: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
 }
@@ -57,7 +64,7 @@ pub enum Outcome {
         pos: Pos,
     },
     Undefined(Vec<Undefined>),
-    /// A jq runtime error. Its text may quote values: callers scrub it before showing it.
+    /// A jq runtime error. Its text may quote the values bound.
     Runtime(String),
     OutputCount(usize),
     TooLarge,
@@ -84,6 +91,12 @@ pub const CPU_LIMIT_SECS: u64 = 2;
 const MAX_OUTPUT: usize = 1 << 20;
 const MAX_REQUEST: u64 = 16 << 20;
 
+/// The most the parent reads of an answer: every run's outcome at its largest, and room for
+/// the list around them.
+fn answer_limit(runs: usize) -> usize {
+    (MAX_OUTPUT + 1024) * runs.max(1)
+}
+
 /// Spawns sandboxed evaluations; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Renderer {
@@ -103,7 +116,9 @@ impl Renderer {
         }
     }
 
-    pub async fn eval(&self, request: &Request) -> Result<Outcome, SandboxError> {
+    /// One outcome per run of `request`, in order.
+    pub async fn eval(&self, request: &Request) -> Result<Vec<Outcome>, SandboxError> {
+        let runs = request.runs.len();
         let _permit = self.permits.acquire().await.expect("semaphore never closed");
         let mut child = tokio::process::Command::new(&self.exe)
             .arg("__render")
@@ -119,7 +134,7 @@ impl Renderer {
             })?;
         let input = serde_json::to_vec(request).expect("request serialises");
         let mut stdin = child.stdin.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped").take(MAX_OUTPUT as u64 + 1024);
+        let mut stdout = child.stdout.take().expect("piped").take(answer_limit(runs) as u64);
         let mut stderr = child.stderr.take().expect("piped").take(64 << 10);
         let run = async {
             // The child reads all input before it writes, so writing first cannot deadlock.
@@ -135,8 +150,14 @@ impl Renderer {
         let (status, out, err) = tokio::time::timeout(self.timeout, run)
             .await
             .map_err(|_| SandboxError::Timeout(self.timeout))??;
-        if let Ok(outcome) = serde_json::from_slice::<Outcome>(&out) {
-            return Ok(outcome);
+        if let Ok(outcomes) = serde_json::from_slice::<Vec<Outcome>>(&out) {
+            if outcomes.len() != runs {
+                return Err(SandboxError::Crashed(format!(
+                    "{} outcomes for {runs} runs",
+                    outcomes.len()
+                )));
+            }
+            return Ok(outcomes);
         }
         // Only classify stderr, never echo it: a panic message could quote a value.
         let err = String::from_utf8_lossy(&err);
@@ -144,8 +165,8 @@ impl Renderer {
             SandboxError::StackOverflow
         } else if err.contains("memory allocation") || err.contains("capacity overflow") {
             SandboxError::OutOfMemory
-        } else if out.len() > MAX_OUTPUT {
-            return Ok(Outcome::TooLarge);
+        } else if out.len() >= answer_limit(runs) {
+            return Ok((0..runs).map(|_| Outcome::TooLarge).collect());
         } else {
             SandboxError::Crashed(status.to_string())
         })
@@ -167,10 +188,18 @@ pub fn child_main() -> std::process::ExitCode {
     let Ok(request) = serde_json::from_slice::<Request>(&input) else {
         return std::process::ExitCode::from(3);
     };
-    let mut answer = serde_json::to_vec(&eval(&request)).expect("outcome serialises");
-    if answer.len() > MAX_OUTPUT {
-        answer = serde_json::to_vec(&Outcome::TooLarge).expect("outcome serialises");
+    let mut answer = b"[".to_vec();
+    for (i, bindings) in request.runs.iter().enumerate() {
+        let mut outcome = serde_json::to_vec(&eval(&request.code, bindings)).expect("outcome serialises");
+        if outcome.len() > MAX_OUTPUT {
+            outcome = serde_json::to_vec(&Outcome::TooLarge).expect("outcome serialises");
+        }
+        if i > 0 {
+            answer.push(b',');
+        }
+        answer.extend(outcome);
     }
+    answer.push(b']');
     let _ = std::io::stdout().write_all(&answer);
     std::process::ExitCode::SUCCESS
 }
@@ -180,12 +209,11 @@ pub fn child_main() -> std::process::ExitCode {
 const BLOCKED_BUILTINS: &[&str] = &["env"];
 
 /// Evaluates a template in this process. Only the sandboxed child calls this with untrusted code.
-pub fn eval(request: &Request) -> Outcome {
+pub fn eval(code: &str, bindings: &Bindings) -> Outcome {
     use jaq_core::load::{Arena, File, Loader};
     use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
     use jaq_json::Val;
 
-    let code = request.code.as_str();
     let prelude = jaq_core::load::parse("def env: $ENV;", |p| p.defs()).expect("prelude parses");
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
@@ -201,7 +229,7 @@ pub fn eval(request: &Request) -> Outcome {
         Ok(modules) => modules,
         Err(errors) => return syntax_outcome(code, errors),
     };
-    let names: Vec<String> = request.vars.keys().map(|k| format!("${k}")).collect();
+    let names: Vec<String> = bindings.vars.keys().map(|k| format!("${k}")).collect();
     let filter = match Compiler::default()
         .with_funs(funs)
         .with_global_vars(names.iter().map(String::as_str).chain(["$ENV"]))
@@ -223,8 +251,8 @@ pub fn eval(request: &Request) -> Outcome {
     };
 
     let string = |s: &String| Val::from(s.clone());
-    let env = request.env.iter().map(|(k, v)| (string(k), string(v))).collect();
-    let values = request.vars.values().map(string).chain([Val::obj(env)]);
+    let env = bindings.env.iter().map(|(k, v)| (string(k), string(v))).collect();
+    let values = bindings.vars.values().map(string).chain([Val::obj(env)]);
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new(values));
     let mut outputs = filter.id.run((ctx, Val::Null)).map(unwrap_valr);
     match (outputs.next(), outputs.next()) {
@@ -326,11 +354,13 @@ mod tests {
 
     fn run(code: &str, vars: &[(&str, &str)], env: &[(&str, &str)]) -> Outcome {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        eval(&Request {
-            code: code.into(),
-            vars: map(vars),
-            env: map(env),
-        })
+        eval(
+            code,
+            &Bindings {
+                vars: map(vars),
+                env: map(env),
+            },
+        )
     }
 
     #[test]

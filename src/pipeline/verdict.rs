@@ -1,5 +1,11 @@
 //! The verdict pipeline: ConfigMap -> render -> check. The webhook, the reconciler and the CLI
 //! all call [`Pipeline::judge`], so admission and reconciliation can never disagree.
+//!
+//! Every template is rendered twice, in one sandboxed child: against the real variable and env
+//! values, which decides, and against placeholders naming them (`⟨$VAR⟩`, `⟨env.X⟩`), which
+//! every text is built from. A template that transforms a value before it surfaces (`@base64`,
+//! a slice, a config key, `error(...)`) so shows the transform of a placeholder, never of the
+//! value; where the two renders disagree, the messages say so without values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
@@ -11,7 +17,8 @@ use serde_json::{Map, Value};
 use super::inputs::TemplateInputs;
 use super::manifest::{ConnectorConfigMap, Origin};
 use super::plugins::Catalog;
-use super::template::{Outcome, Pos, Renderer, Request, SandboxError};
+use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
+use super::template::{Bindings, Outcome, Pos, Renderer, Request, SandboxError};
 
 /// The state a connector is declared to be in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -31,12 +38,16 @@ pub struct Connector {
     pub config: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
-    /// Config keys whose values came from a variable or env (masked by `render`).
+    /// Texts to mask in whatever the worker says about this connector: the config values, and
+    /// keys, that differ in the placeholder render (they depend on variable or env values), and
+    /// the values the template reads. A second line of defence: messages are built from the
+    /// placeholder render.
     #[serde(skip)]
-    pub secret_keys: BTreeSet<String>,
+    pub secrets: Vec<String>,
 }
 
-/// Why a connector is rejected. Displayed after its location.
+/// Why a connector is rejected. Displayed after its location; every text comes from the
+/// placeholder render or holds no value.
 #[derive(Debug, thiserror::Error)]
 pub enum Problem {
     #[error("template does not parse at {pos}: expected {expected}, found `{found}`")]
@@ -94,13 +105,62 @@ pub enum Problem {
     BadValue { key: String, kind: &'static str },
     #[error("`state` must be \"running\", \"paused\" or \"stopped\"")]
     BadState,
-    #[error("connector name {name:?} is also declared by {other}")]
-    Duplicate { name: String, other: String },
+    #[error("connector name {} is also declared by {other}", quoted_or_withheld(name))]
+    Duplicate { name: Option<String>, other: String },
     #[error(
         "connector.class {class:?} is not installed on the worker; closest installed: {}",
         list_or_none(closest)
     )]
     UnknownClass { class: String, closest: Vec<String> },
+    #[error(
+        "{0} with the real variable and env values; the details are withheld because they depend on those values, and with placeholders for them the template renders differently"
+    )]
+    Withheld(&'static str),
+    #[error("{0} (with placeholders for the variable and env values; the real message differs and is withheld)")]
+    Differs(Box<Problem>),
+}
+
+impl Problem {
+    /// What the problem is, without the values its text quotes; `None` when its text holds no
+    /// value (it comes from the template's code, names and types only).
+    fn without_values(&self) -> Option<&'static str> {
+        Some(match self {
+            Problem::Runtime(_) => "the template fails",
+            Problem::OutputCount(_) => "the template does not produce exactly one output",
+            Problem::UnknownKey(_) => "the template produces an unexpected top-level key",
+            Problem::InvalidName { .. } => "the connector name cannot be used by Connect",
+            Problem::NameMismatch { .. } => "config.name differs from name",
+            Problem::BadValue { .. } => "a config value is null, an array or an object",
+            Problem::UnknownClass { .. } => "connector.class is not installed on the worker",
+            Problem::Duplicate { .. } => "the connector name is declared more than once",
+            // Env problems name their keys from the placeholder render already.
+            Problem::EnvUnset { .. }
+            | Problem::EnvHidden { .. }
+            | Problem::Syntax { .. }
+            | Problem::UndefinedVar { .. }
+            | Problem::UndefinedFilter { .. }
+            | Problem::TooLarge
+            | Problem::Sandbox(_)
+            | Problem::EmptyTemplate
+            | Problem::BinaryData
+            | Problem::NotObject(_)
+            | Problem::MissingName
+            | Problem::NameNotString(_)
+            | Problem::EmptyName
+            | Problem::MissingConfig
+            | Problem::MissingClass
+            | Problem::BadState
+            | Problem::Withheld(_)
+            | Problem::Differs(_) => return None,
+        })
+    }
+}
+
+fn quoted_or_withheld(name: &Option<String>) -> String {
+    match name {
+        Some(name) => format!("{name:?}"),
+        None => "(withheld: it depends on variable or env values)".into(),
+    }
 }
 
 fn list_or_none(items: &[String]) -> String {
@@ -133,12 +193,22 @@ pub struct Verdict {
     pub origin: Origin,
     pub key: String,
     pub desired: Desired,
-    /// The connector name, when the template got far enough to yield one.
+    /// The connector name, when the template got far enough to yield one: what is applied or
+    /// deleted. Never shown, as it may come from a variable or env value; `None` for a rejected
+    /// connector whose name depends on them, since nothing is applied under it.
+    #[serde(skip)]
     pub name: Option<String>,
+    /// The name as the placeholder render yields it: what messages show.
+    #[serde(rename = "name")]
+    pub shown_name: Option<String>,
     /// Present when accepted with `desired: present`.
     #[serde(skip)]
     pub connector: Option<Connector>,
-    /// Rejection causes, already scrubbed of secret values. Empty means accepted.
+    /// `connector` as the placeholder render yields it, when that yields one: what `render`
+    /// prints without `--reveal`.
+    #[serde(skip)]
+    pub shown: Option<Connector>,
+    /// Rejection causes, built from the placeholder render. Empty means accepted.
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
     /// The `destination.cc` target: the connector runs on a managed cluster, not the local worker.
@@ -156,7 +226,7 @@ impl Verdict {
     /// Where this connector is declared, for messages.
     pub fn location(&self) -> String {
         let mut s = format!("{}, key {}", self.origin, self.key);
-        if let Some(name) = &self.name {
+        if let Some(name) = &self.shown_name {
             s.push_str(&format!(", connector {name}"));
         }
         s
@@ -211,6 +281,10 @@ impl Pipeline {
         });
         let mut verdicts: Vec<Verdict> = futures::future::join_all(jobs).await;
         mark_duplicates(&mut verdicts);
+        for v in verdicts.iter_mut().filter(|v| !v.accepted() && v.name != v.shown_name) {
+            // Nothing is applied under it, and the reconciler would record it in an annotation.
+            v.name = None;
+        }
         verdicts
     }
 
@@ -232,125 +306,240 @@ impl Pipeline {
         if code.trim().is_empty() {
             return verdict.finish(vec![Problem::EmptyTemplate], &taint);
         }
-        let value = match self.render(code, inputs, cm.enabled).await {
-            Ok(value) => value,
+        let [real, shown] = match self.render(code, inputs, cm.enabled).await {
+            Ok(outcomes) => outcomes,
             Err(problems) => return verdict.finish(problems, &taint),
         };
-        let checked = check_shape(&value, &taint);
-        verdict.name = checked.name.clone();
-        let mut problems = checked.name_problems;
-        if !cm.enabled {
-            // Only the name matters to delete it; shape problems of a disabled connector do not.
-            return verdict.finish(problems, &taint);
+        let real = read(real, cm, inputs, plugins);
+        let shown = read(shown, cm, inputs, plugins);
+        if let (Some(_), None, PluginCheck::Unavailable(why)) = (&real.connector, &cm.cloud_target, plugins) {
+            verdict.warnings.push(format!("plugin check skipped: {why}"));
         }
-        problems.extend(checked.problems);
-        if let (Some(connector), true) = (&checked.connector, cm.cloud_target.is_none()) {
-            match plugins {
-                PluginCheck::Catalog(catalog) => {
-                    let class = &connector.config["connector.class"];
-                    if catalog.resolve(class).is_none() {
-                        verdict.unknown_class = true;
-                        let closest = catalog.closest(class).into_iter().map(String::from).collect();
-                        problems.push(Problem::UnknownClass {
-                            class: class.clone(),
-                            closest,
-                        });
-                    }
-                }
-                PluginCheck::Unavailable(why) => verdict.warnings.push(format!("plugin check skipped: {why}")),
-                PluginCheck::Skip => {}
-            }
-        }
-        if problems.is_empty() {
-            verdict.connector = checked.connector;
-        }
-        verdict.finish(problems, &taint)
+        verdict.name = real.name;
+        verdict.shown_name = shown.name;
+        verdict.unknown_class = real.unknown_class;
+        verdict.connector = real.connector.map(|mut connector| {
+            connector.secrets = secrets_of(&connector, shown.connector.as_ref(), &taint);
+            connector
+        });
+        verdict.shown = verdict.connector.as_ref().and(shown.connector);
+        verdict.finish(shown_problems(real.problems, shown.problems), &taint)
     }
 
-    /// Renders a template. Disabled connectors only need their name, so undefined variables
-    /// and unset env are bound to empty strings for them instead of rejecting.
-    async fn render(&self, code: &str, inputs: &TemplateInputs, enabled: bool) -> Result<Value, Vec<Problem>> {
+    /// Renders a template against the real values and against placeholders, in one child:
+    /// `[real, placeholder]`. Disabled connectors only need their name, so undefined variables
+    /// are bound to empty strings for them instead of rejecting. The problems returned hold no
+    /// value.
+    async fn render(&self, code: &str, inputs: &TemplateInputs, enabled: bool) -> Result<[Outcome; 2], Vec<Problem>> {
         let mut request = Request {
             code: code.to_string(),
-            vars: inputs
-                .vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                .collect(),
-            env: inputs
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                .collect(),
+            runs: vec![real_bindings(inputs), placeholder_bindings(inputs)],
         };
-        let outcome = self.renderer.eval(&request).await.map_err(|e| vec![e.into()])?;
-        if let (Outcome::Undefined(undefined), false) = (&outcome, enabled) {
-            let only_vars = undefined.iter().all(|u| u.kind == "variable");
-            if only_vars {
-                request
-                    .vars
+        let [real, shown] = self.eval(&request).await?;
+        if let (Outcome::Undefined(undefined), false) = (&real, enabled)
+            && undefined.iter().all(|u| u.kind == "variable")
+        {
+            for run in &mut request.runs {
+                run.vars
                     .extend(undefined.iter().map(|u| (u.name.clone(), String::new())));
-                let retried = self.renderer.eval(&request).await.map_err(|e| vec![e.into()])?;
-                return outcome_value(retried, inputs);
             }
+            return self.eval(&request).await;
         }
         let missing: Vec<String> = referenced_env(code)
             .into_iter()
             .filter(|n| !inputs.env.contains_key(n))
             .collect();
         if missing.is_empty() || !enabled {
-            return outcome_value(outcome, inputs);
+            return Ok([real, shown]);
         }
         // Find which unset env vars actually reach the output: render again with a marker in
-        // each, and blame those whose marker appears where the first render had null.
-        let marker = |name: &str| format!("\u{1}unset:{name}\u{1}");
-        request.env.extend(missing.iter().map(|n| (n.clone(), marker(n))));
-        let marked = self.renderer.eval(&request).await.map_err(|e| vec![e.into()])?;
-        let Outcome::Value(marked) = marked else {
-            return outcome_value(outcome, inputs);
-        };
-        let first = match &outcome {
-            Outcome::Value(v) => Some(v),
-            _ => None,
-        };
-        let mut leaves = Vec::new();
-        collect_leaves(&marked, &mut Vec::new(), &mut leaves);
-        let mut blamed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for name in &missing {
-            let m = marker(name);
-            for (path, text) in leaves.iter().filter(|(_, t)| t.contains(&m)) {
-                let real = first.and_then(|v| lookup(v, path));
-                let unset_shows = match real {
-                    None | Some(Value::Null) => true,
-                    Some(Value::String(s)) => *s == text.replace(&m, "null"),
-                    Some(_) => false,
-                };
-                if unset_shows || first.is_none() {
-                    blamed.entry(name).or_default().push(display_path(path));
-                }
-            }
+        // each. The real renders decide which; the keys named come from the placeholder ones.
+        for run in &mut request.runs {
+            run.env.extend(missing.iter().map(|n| (n.clone(), unset_marker(n))));
         }
-        if blamed.is_empty() && first.is_none() {
-            blamed.extend(missing.iter().map(|n| (n.as_str(), vec![])));
-        }
+        let [real_marked, shown_marked] = self.eval(&request).await?;
+        let blamed = blame(&missing, &real, &real_marked);
         if blamed.is_empty() {
-            return outcome_value(outcome, inputs);
+            return Ok([real, shown]);
         }
+        let mut shown_keys = blame(&missing, &shown, &shown_marked);
         Err(blamed
-            .into_iter()
-            .map(|(name, keys)| match inputs.env_hidden_reason(name) {
-                Some(reason) => Problem::EnvHidden {
-                    name: name.to_string(),
-                    reason,
-                    keys,
-                },
-                None => Problem::EnvUnset {
-                    name: name.to_string(),
-                    keys,
-                },
+            .into_keys()
+            .map(|name| {
+                let keys = shown_keys.remove(name).unwrap_or_default();
+                match inputs.env_hidden_reason(name) {
+                    Some(reason) => Problem::EnvHidden {
+                        name: name.to_string(),
+                        reason,
+                        keys,
+                    },
+                    None => Problem::EnvUnset {
+                        name: name.to_string(),
+                        keys,
+                    },
+                }
             })
             .collect())
     }
+
+    async fn eval(&self, request: &Request) -> Result<[Outcome; 2], Vec<Problem>> {
+        let outcomes = self.renderer.eval(request).await.map_err(|e| vec![e.into()])?;
+        <[Outcome; 2]>::try_from(outcomes)
+            .map_err(|o| vec![SandboxError::Crashed(format!("{} outcomes for 2 runs", o.len())).into()])
+    }
+}
+
+/// The real values: the render that decides.
+fn real_bindings(inputs: &TemplateInputs) -> Bindings {
+    let exposed = |values: &BTreeMap<String, Secret>| {
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect()
+    };
+    Bindings {
+        vars: exposed(&inputs.vars),
+        env: exposed(&inputs.env),
+    }
+}
+
+/// Placeholders naming the same variables and env: the render every text is built from.
+fn placeholder_bindings(inputs: &TemplateInputs) -> Bindings {
+    let named = |values: &BTreeMap<String, Secret>, placeholder: fn(&str) -> String| {
+        values.keys().map(|k| (k.clone(), placeholder(k))).collect()
+    };
+    Bindings {
+        vars: named(&inputs.vars, var_placeholder),
+        env: named(&inputs.env, env_placeholder),
+    }
+}
+
+fn unset_marker(name: &str) -> String {
+    format!("\u{1}unset:{name}\u{1}")
+}
+
+/// The `missing` env vars that reach the output of `first`, with the paths they reach: those
+/// whose marker shows in `marked` (the same render with a marker in each) where `first` had null.
+fn blame<'n>(missing: &'n [String], first: &Outcome, marked: &Outcome) -> BTreeMap<&'n str, Vec<String>> {
+    let Outcome::Value(marked) = marked else {
+        return BTreeMap::new();
+    };
+    let first = match first {
+        Outcome::Value(v) => Some(v),
+        _ => None,
+    };
+    let mut leaves = Vec::new();
+    collect_leaves(marked, &mut Vec::new(), &mut leaves);
+    let mut blamed: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for name in missing {
+        let m = unset_marker(name);
+        for (path, text) in leaves.iter().filter(|(_, t)| t.contains(&m)) {
+            let unset_shows = match first.and_then(|v| lookup(v, path)) {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => *s == text.replace(&m, "null"),
+                Some(_) => false,
+            };
+            if unset_shows || first.is_none() {
+                blamed.entry(name).or_default().push(display_path(path));
+            }
+        }
+    }
+    if blamed.is_empty() && first.is_none() {
+        blamed.extend(missing.iter().map(|n| (n.as_str(), vec![])));
+    }
+    blamed
+}
+
+/// What one render amounts to: the name, the problems, and the connector when there are none.
+#[derive(Default)]
+struct Reading {
+    name: Option<String>,
+    connector: Option<Connector>,
+    problems: Vec<Problem>,
+    /// Rejected (at least) because `connector.class` is not in the plugin list.
+    unknown_class: bool,
+}
+
+fn read(outcome: Outcome, cm: &ConnectorConfigMap, inputs: &TemplateInputs, plugins: PluginCheck<'_>) -> Reading {
+    let value = match outcome_value(outcome, inputs) {
+        Ok(value) => value,
+        Err(problems) => {
+            return Reading {
+                problems,
+                ..Reading::default()
+            };
+        }
+    };
+    let checked = check_shape(&value);
+    let mut reading = Reading {
+        name: checked.name,
+        problems: checked.name_problems,
+        ..Reading::default()
+    };
+    if !cm.enabled {
+        // Only the name matters to delete it; shape problems of a disabled connector do not.
+        return reading;
+    }
+    reading.problems.extend(checked.problems);
+    if let (Some(connector), None, PluginCheck::Catalog(catalog)) = (&checked.connector, &cm.cloud_target, plugins) {
+        let class = &connector.config["connector.class"];
+        if catalog.resolve(class).is_none() {
+            reading.unknown_class = true;
+            let closest = catalog.closest(class).into_iter().map(String::from).collect();
+            reading.problems.push(Problem::UnknownClass {
+                class: class.clone(),
+                closest,
+            });
+        }
+    }
+    if reading.problems.is_empty() {
+        reading.connector = checked.connector;
+    }
+    reading
+}
+
+/// The problems to show for the real render's: the placeholder render's own of the same kind
+/// when it has as many of them; else the real one when its text holds no value; else what it
+/// is, without the details.
+fn shown_problems(real: Vec<Problem>, mut shown: Vec<Problem>) -> Vec<Problem> {
+    let kind = std::mem::discriminant::<Problem>;
+    let count = |problems: &[Problem], p: &Problem| problems.iter().filter(|q| kind(q) == kind(p)).count();
+    let matched: Vec<bool> = real.iter().map(|r| count(&real, r) == count(&shown, r)).collect();
+    real.into_iter()
+        .zip(matched)
+        .map(|(real, matched)| {
+            let pair = matched
+                .then(|| shown.iter().position(|s| kind(s) == kind(&real)))
+                .flatten();
+            match (pair, real.without_values()) {
+                (Some(i), _) => {
+                    let shown = shown.remove(i);
+                    let text = shown.to_string();
+                    if text == real.to_string() || text.contains(PLACEHOLDER_OPEN) {
+                        shown
+                    } else {
+                        Problem::Differs(Box::new(shown))
+                    }
+                }
+                (None, Some(what)) => Problem::Withheld(what),
+                (None, None) => real,
+            }
+        })
+        .collect()
+}
+
+/// What to mask in what the worker says about `real`: its config values and keys that differ
+/// in the placeholder render (all of them without one), and the values the template reads.
+fn secrets_of(real: &Connector, shown: Option<&Connector>, taint: &Taint) -> Vec<String> {
+    let mut secrets = [taint.values.as_slice(), &taint.whole_env].concat();
+    for (key, value) in &real.config {
+        match shown.and_then(|s| s.config.get(key)) {
+            Some(same) if same == value => {}
+            Some(_) => secrets.push(value.clone()),
+            None => secrets.extend([key.clone(), value.clone()]),
+        }
+    }
+    secrets
 }
 
 fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
@@ -359,7 +548,9 @@ fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
         key: key.to_string(),
         desired: if cm.enabled { Desired::Present } else { Desired::Absent },
         name: None,
+        shown_name: None,
         connector: None,
+        shown: None,
         problems: vec![],
         warnings: vec![],
         cloud_target: cm.cloud_target.clone(),
@@ -396,26 +587,31 @@ fn outcome_value(outcome: Outcome, inputs: &TemplateInputs) -> Result<Value, Vec
                 })
                 .collect());
         }
-        Outcome::Runtime(message) => Problem::Runtime(mask_string_literals(&message)),
+        Outcome::Runtime(message) => Problem::Runtime(message),
         Outcome::OutputCount(n) => Problem::OutputCount(n),
         Outcome::TooLarge => Problem::TooLarge,
     }])
 }
 
-/// jq error messages quote the values they failed on; those may be secrets.
-fn mask_string_literals(message: &str) -> String {
-    static STRING: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*""#).unwrap());
-    STRING.replace_all(message, "\"****\"").into_owned()
-}
-
 /// Env var names a template reads: `env.X`, `$ENV.X`, `env["X"]`, `$ENV["X"]`.
 pub fn referenced_env(code: &str) -> BTreeSet<String> {
+    env_reads(code).flatten().collect()
+}
+
+/// Whether a template reads env as a whole (`$ENV`, `env` not followed by a name), which holds
+/// every allowed env value.
+fn reads_whole_env(code: &str) -> bool {
+    env_reads(code).any(|name| name.is_none())
+}
+
+/// Each read of env in a template: the name it reads, `None` for the whole object. A string
+/// literal that looks like one is a false positive that costs nothing: it is only a candidate.
+fn env_reads(code: &str) -> impl Iterator<Item = Option<String>> + '_ {
     static REF: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r#"(?:\benv|\$ENV)\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*"([^"\\]+)"\s*\])"#).unwrap()
+        Regex::new(r#"(?:\benv\b|\$ENV\b)(?:\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*"([^"\\]+)"\s*\]))?"#).unwrap()
     });
     REF.captures_iter(code)
-        .filter_map(|c| c.get(1).or(c.get(2)).map(|m| m.as_str().to_string()))
-        .collect()
+        .map(|c| c.get(1).or(c.get(2)).map(|m| m.as_str().to_string()))
 }
 
 /// Names of the `$VAR`s a template mentions.
@@ -458,28 +654,38 @@ fn display_path(path: &[String]) -> String {
     }
 }
 
-/// The values of the variables and env a template reads, to mask in what leaves the process.
-/// Only what the template references can reach its output or its errors.
+/// The values of the variables and env a template reads, masked in what leaves the process as a
+/// second line of defence.
 #[derive(Default)]
 struct Taint {
+    /// Those it names: masked in its messages. Only these: masking every env value would garble
+    /// every message.
     values: Vec<String>,
+    /// Every env value, when it reads env as a whole: masked too in what the worker says about
+    /// its connector, which may quote any part of a config.
+    whole_env: Vec<String>,
 }
 
 impl Taint {
     fn new(code: &str, inputs: &TemplateInputs) -> Self {
+        let exposed = |secrets: Vec<&Secret>| {
+            secrets
+                .into_iter()
+                .map(|s| s.expose().to_string())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
         let vars = referenced_vars(code).into_iter().filter_map(|n| inputs.vars.get(&n));
         let env = referenced_env(code).into_iter().filter_map(|n| inputs.env.get(&n));
-        let values = vars
-            .chain(env)
-            .map(|s| s.expose().to_string())
-            .filter(|v| !v.is_empty())
-            .collect();
-        Self { values }
-    }
-
-    /// Whether a rendered value came (at least in part) from a variable.
-    fn touches(&self, value: &str) -> bool {
-        self.values.iter().any(|v| value.contains(v.as_str()))
+        let whole_env = if reads_whole_env(code) {
+            inputs.env.values().collect()
+        } else {
+            vec![]
+        };
+        Self {
+            values: exposed(vars.chain(env).collect()),
+            whole_env: exposed(whole_env),
+        }
     }
 
     fn scrub(&self, text: &str) -> String {
@@ -507,7 +713,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// The checks on a rendered value. Pure.
-fn check_shape(value: &Value, taint: &Taint) -> Checked {
+fn check_shape(value: &Value) -> Checked {
     let mut checked = Checked {
         name: None,
         connector: None,
@@ -568,16 +774,11 @@ fn check_shape(value: &Value, taint: &Taint) -> Checked {
     if let (Some(name), true) = (&checked.name, problems.is_empty() && checked.name_problems.is_empty()) {
         let mut config = config;
         config.insert("name".into(), name.clone());
-        let secret_keys = config
-            .iter()
-            .filter(|(_, v)| taint.touches(v))
-            .map(|(k, _)| k.clone())
-            .collect();
         checked.connector = Some(Connector {
             name: name.clone(),
             config,
             state,
-            secret_keys,
+            secrets: vec![],
         });
     }
     checked
@@ -626,7 +827,7 @@ fn name_problem(name: &str) -> Option<Problem> {
     })
 }
 
-/// Connector names are not secret (Connect lists them to anyone), so these messages need no mask.
+/// Decided on the real names; each message names its connector as the placeholder render does.
 fn mark_duplicates(verdicts: &mut [Verdict]) {
     let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, v) in verdicts.iter().enumerate() {
@@ -634,7 +835,7 @@ fn mark_duplicates(verdicts: &mut [Verdict]) {
             by_name.entry(name.clone()).or_default().push(i);
         }
     }
-    for (name, indexes) in by_name.into_iter().filter(|(_, ix)| ix.len() > 1) {
+    for indexes in by_name.into_values().filter(|ix| ix.len() > 1) {
         for &i in &indexes {
             let others: Vec<String> = indexes
                 .iter()
@@ -642,11 +843,12 @@ fn mark_duplicates(verdicts: &mut [Verdict]) {
                 .map(|&j| format!("{}, key {}", verdicts[j].origin, verdicts[j].key))
                 .collect();
             let problem = Problem::Duplicate {
-                name: name.clone(),
+                name: verdicts[i].shown_name.clone(),
                 other: others.join("; "),
             };
             verdicts[i].problems.push(problem.to_string());
             verdicts[i].connector = None;
+            verdicts[i].shown = None;
         }
     }
 }
@@ -659,15 +861,37 @@ mod tests {
     fn finds_env_references() {
         let code = r#"{"a": env.A, "b": $ENV.B, "c": env["C"], "d": $ENV [ "D" ], "e": "env.NOT"}"#;
         let found: Vec<_> = referenced_env(code).into_iter().collect();
-        // The string literal is a false positive that costs nothing: it is only a candidate.
         assert_eq!(found, vec!["A", "B", "C", "D", "NOT"]);
+        assert!(!reads_whole_env(code));
+        for whole in ["$ENV | tostring", "env", "[env[]]", "{a: 1} + $ENV", "env | .A"] {
+            assert!(reads_whole_env(whole), "{whole}");
+        }
     }
 
     #[test]
-    fn runtime_messages_lose_their_quoted_values() {
+    fn shown_problems_come_from_the_placeholder_render_or_hold_no_value() {
+        let runtime = |m: &str| Problem::Runtime(m.into());
+        let shown = shown_problems(
+            vec![runtime("cannot use \"hunter2\""), Problem::MissingClass],
+            vec![runtime("cannot use \"⟨$PW⟩\""), Problem::MissingClass],
+        );
+        let texts: Vec<String> = shown.iter().map(ToString::to_string).collect();
         assert_eq!(
-            mask_string_literals(r#"cannot use "hun\"ter2" (string) as number"#),
-            r#"cannot use "****" (string) as number"#
+            texts,
+            [
+                "template failed: cannot use \"⟨$PW⟩\"",
+                "config has no `connector.class`"
+            ]
+        );
+        // The placeholder render succeeds or fails otherwise: withheld, or shown as is when the
+        // text holds no value.
+        let shown = shown_problems(vec![runtime("hunter2"), Problem::MissingClass], vec![]);
+        assert!(matches!(shown[..], [Problem::Withheld(_), Problem::MissingClass]));
+        // Same kind, but neither the real text nor a placeholder: said to differ.
+        let shown = shown_problems(vec![Problem::OutputCount(7)], vec![Problem::OutputCount(5)]);
+        assert_eq!(
+            shown[0].to_string(),
+            "template must produce exactly one object, it produced 5 outputs (with placeholders for the variable and env values; the real message differs and is withheld)"
         );
     }
 

@@ -65,10 +65,7 @@ impl Reconciler {
             .iter()
             .flat_map(|cm| cm.input.keys.iter())
             .filter_map(|d| match &d.decl {
-                Decl::Apply(c) => Some((
-                    c.name.clone(),
-                    c.secret_keys.iter().filter_map(|k| c.config.get(k).cloned()).collect(),
-                )),
+                Decl::Apply(c) => Some((c.name.clone(), c.secrets.clone())),
                 _ => None,
             })
             .collect();

@@ -573,7 +573,7 @@ mod tests {
             name: name.into(),
             config,
             state,
-            secret_keys: BTreeSet::new(),
+            secrets: vec![],
         }
     }
 

@@ -160,12 +160,7 @@ impl Webhook {
     async fn validate_with_worker(&self, verdicts: &[Verdict], budget: Duration, decision: &mut Decision) {
         let checks = verdicts.iter().filter(|v| v.cloud_target.is_none()).filter_map(|v| {
             let connector = v.connector.as_ref()?;
-            Some(async move {
-                (
-                    v,
-                    self.connect.validate(&connector.config, &connector.secret_keys).await,
-                )
-            })
+            Some(async move { (v, self.connect.validate(&connector.config, &connector.secrets).await) })
         });
         let Ok(results) = tokio::time::timeout(budget, futures::future::join_all(checks)).await else {
             self.metrics
