@@ -340,7 +340,13 @@ fn messages_are_the_placeholder_renders() {
             r#"{at} down.json, connector downcase-class: connector.class "⟨$leak_secret⟩" is not installed on the worker; closest installed: org.apache.kafka.connect.file.FileStreamSourceConnector, org.apache.kafka.connect.file.FileStreamSinkConnector"#
         ),
         format!(
+            "{at} dup1.json, connector dup-reverse-name-⟩TERCES_KAEL$⟨: the connector name depends on variable or env values; a name is shown in annotations, Events and logs, so write it out in the template"
+        ),
+        format!(
             r#"{at} dup1.json, connector dup-reverse-name-⟩TERCES_KAEL$⟨: connector name "dup-reverse-name-⟩TERCES_KAEL$⟨" is also declared by ConfigMap team/cm (probe.yaml), key dup2.json"#
+        ),
+        format!(
+            "{at} dup2.json, connector dup-reverse-name-⟩TERCES_KAEL$⟨: the connector name depends on variable or env values; a name is shown in annotations, Events and logs, so write it out in the template"
         ),
         format!(
             r#"{at} dup2.json, connector dup-reverse-name-⟩TERCES_KAEL$⟨: connector name "dup-reverse-name-⟩TERCES_KAEL$⟨" is also declared by ConfigMap team/cm (probe.yaml), key dup1.json"#

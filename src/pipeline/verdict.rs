@@ -83,6 +83,10 @@ pub enum Problem {
     EmptyTemplate,
     #[error("binaryData cannot hold a connector template; put it under data")]
     BinaryData,
+    #[error(
+        "the connector name depends on variable or env values; a name is shown in annotations, Events and logs, so write it out in the template"
+    )]
+    NameFromInputs,
     #[error("template must produce an object {{\"name\": ..., \"config\": {{...}}}}, it produced {0}")]
     NotObject(&'static str),
     #[error("unexpected top-level key `{0}` (a template produces name, config and optionally state)")]
@@ -143,6 +147,7 @@ impl Problem {
             | Problem::Sandbox(_)
             | Problem::EmptyTemplate
             | Problem::BinaryData
+            | Problem::NameFromInputs
             | Problem::NotObject(_)
             | Problem::MissingName
             | Problem::NameNotString(_)
@@ -323,7 +328,11 @@ impl Pipeline {
             connector
         });
         verdict.shown = verdict.connector.as_ref().and(shown.connector);
-        verdict.finish(shown_problems(real.problems, shown.problems), &taint)
+        let mut problems = shown_problems(real.problems, shown.problems);
+        if verdict.name.is_some() && verdict.name != verdict.shown_name {
+            problems.push(Problem::NameFromInputs);
+        }
+        verdict.finish(problems, &taint)
     }
 
     /// Renders a template against the real values and against placeholders, in one child:

@@ -262,8 +262,8 @@ pub struct PlanOptions {
 pub enum AppliedHash {
     /// HMAC-SHA256 of the whole config.
     Keyed(ring::hmac::Key),
-    /// SHA-256 of the config with the values of its `secret_keys` left out. A value computed from
-    /// an input without containing it (say, its `@base64`) is not among them: only a key hides it.
+    /// SHA-256 of the config with the values that depend on template inputs left out (those
+    /// that differ between the real and the placeholder render: transformed ones too).
     NonSecret,
 }
 
@@ -288,11 +288,11 @@ impl AppliedHash {
 
     /// What `connect-gate.io/applied` records for `connector`.
     pub fn of(&self, connector: &Connector) -> String {
-        self.of_config(&connector.config, &connector.secret_keys)
+        self.of_config(&connector.config, &secret_keys(connector))
     }
 
     /// The hash of `config`, taking `secret_keys` as the keys whose values came from inputs.
-    fn of_config(&self, config: &BTreeMap<String, String>, secret_keys: &BTreeSet<String>) -> String {
+    fn of_config(&self, config: &BTreeMap<String, String>, secret_keys: &BTreeSet<&String>) -> String {
         match self {
             Self::Keyed(key) => format!("{KEYED}{}", hex12(ring::hmac::sign(key, &canonical(config)).as_ref())),
             Self::NonSecret => {
@@ -313,6 +313,16 @@ impl AppliedHash {
             Self::NonSecret => NON_SECRET,
         })
     }
+}
+
+/// The keys of `connector`'s config whose values depend on template inputs.
+fn secret_keys(connector: &Connector) -> BTreeSet<&String> {
+    connector
+        .config
+        .iter()
+        .filter(|(_, v)| connector.secrets.contains(v))
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// A config's identity within this process (what the worker rejected), over every value, secret
@@ -521,7 +531,7 @@ pub fn plan(
                 if l.config != connector.config && !blocked {
                     // Without a key, a difference in secret values only is not seen by the hash:
                     // a rotated secret, not drift.
-                    let seen = hash.of_config(&l.config, &connector.secret_keys) != applied;
+                    let seen = hash.of_config(&l.config, &secret_keys(connector)) != applied;
                     writes.push(put(if !owned {
                         Cause::Adopted
                     } else if recorded && seen {
@@ -1065,7 +1075,7 @@ mod tests {
 
     fn with_secret(name: &str, password: &str) -> Connector {
         let mut c = connector(name, &[("password", password), ("topic", "t")], None);
-        c.secret_keys.insert("password".into());
+        c.secrets.push(password.into());
         c
     }
 
