@@ -134,3 +134,25 @@ fn renders_exactly_like_jq() {
     }
     eprintln!("{} templates render exactly as jq does", templates.len());
 }
+
+/// Where jq 1.6 (the original operator's renderer) rounds or reformats a number literal,
+/// connect-gate passes it to Connect exactly as written: never a silent change.
+#[test]
+fn number_literals_reach_connect_as_written() {
+    let ws = Workspace::new();
+    let literals = ["12345678901234567890", "1e18", "1.0", "1.50", "1E-7", "0.25", "42"];
+    for (i, literal) in literals.into_iter().enumerate() {
+        let template =
+            format!(r#"{{"name": "n{i}", "config": {{"connector.class": "FileStreamSink", "x": {literal}}}}}"#);
+        let file = ws.write(
+            &format!("n{i}.yaml"),
+            &configmap(&format!("n{i}"), &[], &[("t.json", &template)]),
+        );
+        let out = ws.render(&["--reveal"], &[&file]);
+        assert_eq!(out.code, 0, "{literal}: {}", out.all());
+        let ours: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_eq!(ours["config"]["x"], literal, "{literal}");
+        let jq = jq_render(&template, &BTreeMap::new())["config"]["x"].clone();
+        eprintln!("{literal}: connect-gate sends it as written, jq 1.6 sends {jq}");
+    }
+}

@@ -256,7 +256,7 @@ pub fn eval(code: &str, bindings: &Bindings) -> Outcome {
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new(values));
     let mut outputs = filter.id.run((ctx, Val::Null)).map(unwrap_valr);
     match (outputs.next(), outputs.next()) {
-        (Some(Ok(value)), None) => Outcome::Value(to_json(&value)),
+        (Some(Ok(value)), None) => Outcome::Value(with_literal_config_numbers(&value, to_json(&value))),
         (Some(Err(e)), _) | (Some(Ok(_)), Some(Err(e))) => Outcome::Runtime(e.to_string()),
         (None, _) => Outcome::OutputCount(0),
         (Some(Ok(_)), Some(Ok(_))) => Outcome::OutputCount(2 + outputs.take(1000).count()),
@@ -339,6 +339,26 @@ fn to_json(v: &jaq_json::Val) -> Value {
     }
 }
 
+/// Connect config values are strings: a number the template wrote as a literal reaches Connect
+/// with the literal's text (`12345678901234567890`, `1e18`, `1.0`), which JSON numbers cannot
+/// carry exactly. Numbers computed by arithmetic print as jq prints them.
+fn with_literal_config_numbers(output: &jaq_json::Val, mut json: Value) -> Value {
+    use jaq_json::{Num, Val};
+    let Val::Obj(top) = output else { return json };
+    let Some(Val::Obj(config)) = top.get(&Val::from("config".to_string())) else {
+        return json;
+    };
+    let Some(Value::Object(out)) = json.get_mut("config") else {
+        return json;
+    };
+    for (key, value) in config.iter() {
+        if let (Val::TStr(key) | Val::BStr(key), Val::Num(n @ (Num::BigInt(_) | Num::Dec(_)))) = (key, value) {
+            out.insert(String::from_utf8_lossy(key).into_owned(), Value::String(n.to_string()));
+        }
+    }
+    json
+}
+
 /// jq prints integral numbers without a fraction; non-finite ones become null, as in jq.
 fn number(text: &str) -> Value {
     match text.parse::<f64>() {
@@ -361,6 +381,19 @@ mod tests {
                 env: map(env),
             },
         )
+    }
+
+    #[test]
+    fn config_number_literals_keep_their_text() {
+        let code = r#"{"name": "n", "config": {"a": 12345678901234567890, "b": 1e18, "c": 1.0, "d": 1.50,
+            "e": 123456789012345678901234567890, "f": 3, "g": (1.5 * 2), "h": (0.1 + 0.2)}}"#;
+        let Outcome::Value(v) = run(code, &[], &[]) else {
+            panic!()
+        };
+        assert_eq!(
+            v["config"].to_string(),
+            r#"{"a":"12345678901234567890","b":"1e18","c":"1.0","d":"1.50","e":"123456789012345678901234567890","f":3,"g":3,"h":0.30000000000000004}"#
+        );
     }
 
     #[test]
