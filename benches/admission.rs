@@ -48,6 +48,7 @@ fn main() {
             ("MYSQL_CONNECTION_PASSWORD".into(), Secret::new("p")),
         ]),
         env_allow: None,
+        ..TemplateInputs::default()
     };
     let catalog =
         Catalog::from_json(br#"[{"class":"io.confluent.connect.jdbc.JdbcSourceConnector","type":"source"}]"#).unwrap();

@@ -24,6 +24,7 @@ fn inputs() -> TemplateInputs {
         ]),
         env: BTreeMap::from([("PW".into(), Secret::new("pw-value"))]),
         env_allow: None,
+        ..TemplateInputs::default()
     }
 }
 

@@ -140,6 +140,32 @@ fn undefined_variable_is_named_with_the_available_names() {
     );
 }
 
+/// One bad input makes only its own variables unusable: the others, and every template that
+/// does not read it, keep working.
+#[test]
+fn a_variable_that_cannot_be_used_is_named_with_why_and_the_rest_still_works() {
+    let ws = Workspace::new();
+    ws.write("vars/clash.properties", "db.url=jdbc:one\ndb-url=jdbc:two\n");
+    let reads = r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "url": $DB_URL}}"#;
+    let other = r#"{"name": "y", "config": {"connector.class": "FileStreamSink", "url": $SCHEMA_REGISTRY_URL}}"#;
+    let out = check_configmap(&ws, &configmap("cm", &[], &[("a.json", reads), ("b.json", other)]));
+    assert_rejected(
+        &out,
+        &[
+            "variable $DB_URL at template line 1, column",
+            "cannot be used: defined more than once:",
+            "clash.properties (key db.url)",
+            "clash.properties (key db-url)",
+            "1 accepted, 1 rejected",
+        ],
+    );
+    assert!(
+        !out.all().contains("jdbc:one") && !out.all().contains("jdbc:two"),
+        "{}",
+        out.all()
+    );
+}
+
 #[test]
 fn unset_env_is_named_unless_a_default_is_given() {
     let ws = Workspace::new();

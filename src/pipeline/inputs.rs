@@ -20,14 +20,6 @@ pub enum InputError {
     ReadDir { dir: PathBuf, source: std::io::Error },
     #[error("cannot read {}: {source}", file.display())]
     ReadFile { file: PathBuf, source: std::io::Error },
-    #[error("{} is not UTF-8 text", file.display())]
-    NotUtf8 { file: PathBuf },
-    #[error("variable ${name} is defined twice: in {} and in {}", first.display(), second.display())]
-    Duplicate {
-        name: String,
-        first: PathBuf,
-        second: PathBuf,
-    },
     #[error("{}:{line}: expected KEY=VALUE", file.display())]
     EnvFileSyntax { file: PathBuf, line: usize },
     #[error("invalid --template-env-allow regex: {0}")]
@@ -39,6 +31,11 @@ pub enum InputError {
 pub struct TemplateInputs {
     pub vars: BTreeMap<String, Secret>,
     pub env: BTreeMap<String, Secret>,
+    /// Variables that exist but cannot be used, and why (file and key named, never the value):
+    /// one bad input makes only its own variables unusable.
+    pub unusable_vars: BTreeMap<String, String>,
+    /// The same for env vars.
+    pub unusable_env: BTreeMap<String, String>,
     /// The `--template-env-allow` regex, to explain why an env var is hidden.
     pub env_allow: Option<String>,
 }
@@ -55,46 +52,93 @@ pub struct InputSources {
 
 impl InputSources {
     pub fn load(&self) -> Result<TemplateInputs, InputError> {
-        let mut vars = BTreeMap::new();
-        let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut defined: BTreeMap<String, Vec<Definition>> = BTreeMap::new();
         for dir in &self.vars_dirs {
-            for (name, value, file) in read_vars_dir(dir)? {
-                if let Some(first) = origin.get(&name) {
-                    return Err(InputError::Duplicate {
-                        name,
-                        first: first.clone(),
-                        second: file,
-                    });
+            for d in read_vars_dir(dir)? {
+                defined.entry(var_name(&d.key)).or_default().push(d);
+            }
+        }
+        let mut vars = BTreeMap::new();
+        let mut unusable_vars = BTreeMap::new();
+        for (name, mut definitions) in defined {
+            match (definitions.pop(), definitions.is_empty()) {
+                (Some(Definition { value: Ok(value), .. }), true) => {
+                    vars.insert(name, Secret::new(value));
                 }
-                origin.insert(name.clone(), file);
-                vars.insert(name, Secret::new(value));
+                (Some(Definition { value: Err(why), .. }), true) => {
+                    unusable_vars.insert(name, why);
+                }
+                (Some(last), false) => {
+                    let all: Vec<String> = definitions.iter().chain([&last]).map(Definition::place).collect();
+                    unusable_vars.insert(name, format!("defined more than once: {}", all.join(", ")));
+                }
+                (None, _) => {}
             }
         }
         let raw_env = match &self.env_file {
-            Some(file) => read_env_file(file)?,
-            None => std::env::vars().collect(),
+            Some(file) => read_env_file(file)?.into_iter().map(|(k, v)| (k, Ok(v))).collect(),
+            None => process_env(),
         };
         let allow = self
             .env_allow
             .as_deref()
             .map(|re| Regex::new(&format!("^(?:{re})$")))
             .transpose()?;
-        let env = raw_env
-            .into_iter()
-            .filter(|(k, _)| env_visible(k, allow.as_ref()))
-            .map(|(k, v)| (k, Secret::new(v)))
-            .collect();
+        let mut env = BTreeMap::new();
+        let mut unusable_env = BTreeMap::new();
+        for (k, v) in raw_env.into_iter().filter(|(k, _)| env_visible(k, allow.as_ref())) {
+            match v {
+                Ok(v) => {
+                    env.insert(k, Secret::new(v));
+                }
+                Err(why) => {
+                    unusable_env.insert(k, why);
+                }
+            }
+        }
         Ok(TemplateInputs {
             vars,
             env,
+            unusable_vars,
+            unusable_env,
             env_allow: self.env_allow.clone(),
         })
     }
 }
 
+/// One variable as a file defines it: its value, or why it cannot be read.
+struct Definition {
+    key: String,
+    file: PathBuf,
+    value: Result<String, String>,
+}
+
+impl Definition {
+    fn place(&self) -> String {
+        match self.file.extension().is_some_and(|e| e == "properties") {
+            true => format!("{} (key {})", self.file.display(), self.key),
+            false => self.file.display().to_string(),
+        }
+    }
+}
+
+/// The process environment; a value that is not UTF-8 makes only its variable unusable.
+fn process_env() -> Vec<(String, Result<String, String>)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?; // a name jq cannot spell cannot be read anyway
+            let v = v.into_string().map_err(|_| "its value is not UTF-8 text".to_string());
+            Some((k, v))
+        })
+        .collect()
+}
+
 impl TemplateInputs {
     /// Why an env var is hidden from templates, or `None` when it is visible (if set).
     pub fn env_hidden_reason(&self, name: &str) -> Option<String> {
+        if let Some(why) = self.unusable_env.get(name) {
+            return Some(why.clone());
+        }
         if name.starts_with(OWN_ENV_PREFIX) {
             return Some(format!("{OWN_ENV_PREFIX}* variables are connect-gate's own settings"));
         }
@@ -146,8 +190,10 @@ pub fn var_name(key: &str) -> String {
 }
 
 /// Reads one mounted directory. Kubernetes Secret and ConfigMap volumes are symlink farms
-/// (`key -> ..data/key`, `..data -> ..2026_…`): dot entries are the machinery, not keys.
-fn read_vars_dir(dir: &Path) -> Result<Vec<(String, String, PathBuf)>, InputError> {
+/// (`key -> ..data/key`, `..data -> ..2026_…`): dot entries are the machinery, not keys. Only an
+/// unreadable directory is an error; a file that cannot be read or decoded makes its own
+/// variables unusable.
+fn read_vars_dir(dir: &Path) -> Result<Vec<Definition>, InputError> {
     let read_dir_err = |source| InputError::ReadDir {
         dir: dir.to_path_buf(),
         source,
@@ -166,21 +212,43 @@ fn read_vars_dir(dir: &Path) -> Result<Vec<(String, String, PathBuf)>, InputErro
         if file_name.starts_with('.') || !is_file {
             continue;
         }
-        let bytes = std::fs::read(&path).map_err(|source| InputError::ReadFile {
-            file: path.clone(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| InputError::NotUtf8 { file: path.clone() })?;
+        let bytes = std::fs::read(&path);
         if file_name.ends_with(".properties") {
-            for (key, value) in properties::parse(&text) {
-                out.push((var_name(&key), value, path.clone()));
-            }
+            let text = match bytes {
+                Ok(bytes) => properties_text(bytes),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read a properties file; its variables are undefined");
+                    continue;
+                }
+            };
+            // Java's Properties: a key given twice in one file takes its last value.
+            let entries: BTreeMap<String, String> = properties::parse(&text).into_iter().collect();
+            out.extend(entries.into_iter().map(|(key, value)| Definition {
+                key,
+                file: path.clone(),
+                value: Ok(value),
+            }));
         } else {
-            let value = text.strip_suffix('\n').unwrap_or(&text).to_string();
-            out.push((var_name(&file_name), value, path));
+            let value = match bytes {
+                Ok(bytes) => String::from_utf8(bytes)
+                    .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_string())
+                    .map_err(|_| format!("{} is not UTF-8 text", path.display())),
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            };
+            out.push(Definition {
+                key: file_name,
+                file: path,
+                value,
+            });
         }
     }
     Ok(out)
+}
+
+/// Properties files are UTF-8, or ISO-8859-1 as `java.util.Properties.load(InputStream)` reads
+/// them (every byte is a character there, so any file decodes).
+fn properties_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect())
 }
 
 fn read_env_file(file: &Path) -> Result<Vec<(String, String)>, InputError> {
@@ -272,17 +340,64 @@ mod tests {
         assert_eq!(names, vec!["MYSQL_USER", "OTHER"]);
     }
 
-    #[test]
-    fn duplicate_variables_name_both_files() {
-        let a = tempfile::tempdir().unwrap();
-        std::fs::write(a.path().join("x.properties"), "url=1\n").unwrap();
-        std::fs::write(a.path().join("url"), "2").unwrap();
-        let sources = InputSources {
-            vars_dirs: vec![a.path().to_path_buf()],
+    fn load(dir: &Path) -> TemplateInputs {
+        InputSources {
+            vars_dirs: vec![dir.to_path_buf()],
             env_file: Some(write_env("")),
             env_allow: None,
-        };
-        let err = sources.load().unwrap_err().to_string();
-        assert!(err.contains("$URL") && err.contains("x.properties"), "{err}");
+        }
+        .load()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_variable_defined_twice_is_unusable_naming_both_places_and_the_rest_works() {
+        let a = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("x.properties"), "url=1\na.b=2\na-b=3\nok=4\n").unwrap();
+        std::fs::write(a.path().join("url"), "5").unwrap();
+        let inputs = load(a.path());
+        assert_eq!(inputs.vars.keys().collect::<Vec<_>>(), ["OK"]);
+        let url = &inputs.unusable_vars["URL"];
+        assert!(url.contains("x.properties (key url)") && url.contains("/url,"), "{url}");
+        let ab = &inputs.unusable_vars["A_B"];
+        assert!(ab.contains("(key a.b)") && ab.contains("(key a-b)"), "{ab}");
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_properties_file_takes_its_last_value_as_java_does() {
+        let a = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("x.properties"), "k=first\nk=last\n").unwrap();
+        let inputs = load(a.path());
+        assert_eq!(inputs.vars["K"].expose(), "last");
+        assert!(inputs.unusable_vars.is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_makes_only_its_variable_unusable() {
+        let a = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("binary-key"), [0xff, 0xfe, 0x00]).unwrap();
+        std::fs::write(a.path().join("good"), "fine\n").unwrap();
+        // Properties files are read as ISO-8859-1 when not UTF-8, as Java reads them.
+        std::fs::write(a.path().join("latin.properties"), b"caf\xe9=cr\xe8me\n").unwrap();
+        let inputs = load(a.path());
+        assert_eq!(inputs.vars["GOOD"].expose(), "fine");
+        assert_eq!(inputs.vars["CAFÉ"].expose(), "crème");
+        assert!(inputs.unusable_vars["BINARY_KEY"].contains("is not UTF-8 text"));
+    }
+
+    #[test]
+    fn an_env_var_that_is_not_utf8_is_hidden_with_a_reason_never_its_value() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = "CONNECT_GATE_TEST_NOT_UTF8_VALUE_X";
+        let visible = name.trim_start_matches(OWN_ENV_PREFIX);
+        // SAFETY: this test alone sets and reads this variable.
+        unsafe { std::env::set_var(visible, std::ffi::OsStr::from_bytes(&[0x66, 0xff, 0x6f])) };
+        let inputs = InputSources::default().load().unwrap();
+        unsafe { std::env::remove_var(visible) };
+        assert!(!inputs.env.contains_key(visible));
+        assert_eq!(
+            inputs.env_hidden_reason(visible).unwrap(),
+            "its value is not UTF-8 text"
+        );
     }
 }

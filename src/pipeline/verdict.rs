@@ -61,6 +61,8 @@ pub enum Problem {
         pos: Pos,
         available: Vec<String>,
     },
+    #[error("variable ${name} at {pos} cannot be used: {reason}")]
+    UnusableVar { name: String, pos: Pos, reason: String },
     #[error("unknown {kind} `{name}` at {pos}")]
     UndefinedFilter { kind: String, name: String, pos: Pos },
     #[error("env.{name} is not set{}", used_by(keys))]
@@ -142,6 +144,7 @@ impl Problem {
             | Problem::EnvHidden { .. }
             | Problem::Syntax { .. }
             | Problem::UndefinedVar { .. }
+            | Problem::UnusableVar { .. }
             | Problem::UndefinedFilter { .. }
             | Problem::TooLarge
             | Problem::Sandbox(_)
@@ -582,8 +585,13 @@ fn outcome_value(outcome: Outcome, inputs: &TemplateInputs) -> Result<Value, Vec
         Outcome::Undefined(undefined) => {
             return Err(undefined
                 .into_iter()
-                .map(|u| match u.kind.as_str() {
-                    "variable" => Problem::UndefinedVar {
+                .map(|u| match (u.kind.as_str(), inputs.unusable_vars.get(&u.name)) {
+                    ("variable", Some(reason)) => Problem::UnusableVar {
+                        name: u.name,
+                        pos: u.pos,
+                        reason: reason.clone(),
+                    },
+                    ("variable", None) => Problem::UndefinedVar {
                         name: u.name,
                         pos: u.pos,
                         available: inputs.vars.keys().map(|k| format!("${k}")).collect(),
