@@ -168,6 +168,15 @@ pub struct ReconcileArgs {
     /// How long a Lease holder that stopped renewing keeps it before another replica takes over.
     #[arg(long, env = "CONNECT_GATE_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// How long a config the worker rejected (400) waits before it is sent again unchanged;
+    /// the wait doubles after each rejection, up to --rejected-retry-max. A changed config is
+    /// sent at once. Some validators reach outside the config (a JDBC or Debezium connector's
+    /// database), and reject a good config while what they reach is down.
+    #[arg(long, env = "CONNECT_GATE_REJECTED_RETRY", default_value = "1m", value_parser = parse_duration)]
+    pub rejected_retry: Duration,
+    /// The longest wait between two attempts at a config the worker keeps rejecting.
+    #[arg(long, env = "CONNECT_GATE_REJECTED_RETRY_MAX", default_value = "10m", value_parser = parse_duration)]
+    pub rejected_retry_max: Duration,
     /// A file of at least 32 random bytes, readable by the sidecar only, that keys the
     /// `connect-gate.io/applied` hashes. Without it they leave out values containing an input.
     #[arg(long, env = "CONNECT_GATE_HASH_KEY_FILE")]

@@ -34,6 +34,7 @@ use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{Metrics, ResultLabels};
 use lease::LeaseConfig;
 use plan::AppliedHash;
+use status::Rejected;
 use worker::Worker;
 use writer::Writer;
 
@@ -62,8 +63,13 @@ pub enum ReconcileError {
     WorkerStatus { what: String, status: u16, message: String },
     #[error("unexpected answer from Kafka Connect to {what}: {source}")]
     Decode { what: String, source: serde_json::Error },
+    /// A write was refused because this replica's leadership deadline has passed.
+    #[error(transparent)]
+    Deposed(#[from] lease::Deposed),
     #[error("{failed} action(s) failed; retrying")]
     Incomplete { failed: usize },
+    #[error("cannot update ConfigMap {name}: {source}")]
+    ConfigMap { name: String, source: kube::Error },
     #[error("the ledger (Lease {name}): {source}")]
     LedgerApi { name: String, source: kube::Error },
     /// Nothing is done until it is fixed: acting on a guess could delete what is not ours.
@@ -95,7 +101,7 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
         duration: args.lease_duration,
     };
     let lease_stop = CancellationToken::new();
-    let (mut leading, lease_task) = lease::spawn(ctx.client.clone(), lease_config, lease_stop.clone());
+    let (mut leadership, lease_task) = lease::spawn(ctx.client.clone(), lease_config, lease_stop.clone());
     tracing::info!(%namespace, %identity, lease = %args.lease_name, "reconciler started; waiting for the Lease");
     let changes = ctx.changes.clone();
     let mut reconciler = Reconciler {
@@ -108,8 +114,9 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
                 controller: "connect-gate".into(),
                 instance: Some(identity),
             },
+            leadership: leadership.clone(),
         },
-        worker: Worker::new(ctx.connect, ctx.metrics.clone()),
+        worker: Worker::new(ctx.connect, ctx.metrics.clone(), leadership.clone()),
         judge: ctx.judge,
         metrics: ctx.metrics,
         view: ctx.view,
@@ -120,13 +127,15 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+            gained = leadership.gained() => if gained.is_err() { break },
         }
         reconciler.metrics.leader.set(1);
         tracing::info!("leading: reconciling");
+        // Dropping the pass in flight at the deadline cancels its requests; the writes' own
+        // checks cover the moment between the deadline and this select noticing it.
         tokio::select! {
             _ = reconciler.lead(&changes) => {}
-            _ = leading.wait_for(|l| !*l) => tracing::warn!("lost the Lease: stopped reconciling"),
+            _ = leadership.lost() => tracing::warn!("leadership lost or not renewed in time: stopped reconciling"),
             _ = shutdown.cancelled() => {}
         }
         reconciler.metrics.leader.set(0);
@@ -144,11 +153,59 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
 /// What the leader remembers between passes (forgotten when it loses the Lease).
 #[derive(Default)]
 struct Memory {
-    /// Configs the worker answered 400 to: name -> (fingerprint, message).
-    worker_rejected: BTreeMap<String, (String, String)>,
+    /// Configs the worker answered 400 to, by connector.
+    worker_rejected: BTreeMap<String, Rejection>,
     restarts: BTreeMap<String, Restarts>,
     reported_states: BTreeSet<String>,
     unsettled: u32,
+}
+
+impl Memory {
+    /// The rejected configs not to send again yet: name -> fingerprint (see [`plan::PlanMemory`]).
+    fn rejections_waiting(&self, now: Instant) -> BTreeMap<String, String> {
+        self.worker_rejected
+            .iter()
+            .filter(|(_, r)| r.next > now)
+            .map(|(name, r)| (name.clone(), r.report.fingerprint.clone()))
+            .collect()
+    }
+}
+
+/// A config the worker rejected (400/422), and when to send it again unchanged. A validator may
+/// depend on more than the config (a JDBC or Debezium connector's database must be up), so the
+/// same config is retried, on a long capped backoff; a changed config is sent at once.
+struct Rejection {
+    report: Rejected,
+    next: Instant,
+    backoff: ExponentialBackoff,
+}
+
+impl Rejection {
+    /// After an attempt at the config `fingerprint` was rejected at `now`: the same config
+    /// rejected again waits longer, another one starts from the shortest wait.
+    fn after(
+        previous: Option<Rejection>,
+        fingerprint: String,
+        message: String,
+        policy: ExponentialBuilder,
+        now: Instant,
+    ) -> Rejection {
+        let (attempts, mut backoff) = match previous {
+            Some(p) if p.report.fingerprint == fingerprint => (p.report.attempts, p.backoff),
+            _ => (0, policy.build()),
+        };
+        let retry_in = backoff.next().unwrap_or_default();
+        Rejection {
+            report: Rejected {
+                fingerprint,
+                message,
+                attempts: attempts + 1,
+                retry_in,
+            },
+            next: now + retry_in,
+            backoff,
+        }
+    }
 }
 
 struct Restarts {
@@ -226,7 +283,71 @@ impl Reconciler {
         }
     }
 
+    /// `--rejected-retry` doubling up to `--rejected-retry-max`, without jitter so that the wait
+    /// reported is the wait.
+    fn rejection_policy(&self) -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(self.args.rejected_retry)
+            .with_max_delay(self.args.rejected_retry_max.max(self.args.rejected_retry))
+            .without_max_times()
+    }
+
     fn count(&self, result: &'static str) {
         self.metrics.reconciles.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> ExponentialBuilder {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_secs(60))
+            .with_max_delay(Duration::from_secs(600))
+            .without_max_times()
+    }
+
+    fn reject(memory: &mut Memory, fingerprint: &str, now: Instant) -> Duration {
+        let previous = memory.worker_rejected.remove("a");
+        let r = Rejection::after(previous, fingerprint.into(), "no".into(), policy(), now);
+        let wait = r.report.retry_in;
+        memory.worker_rejected.insert("a".into(), r);
+        wait
+    }
+
+    #[test]
+    fn a_rejected_config_is_sent_again_after_a_wait_that_doubles_up_to_the_cap() {
+        let mut memory = Memory::default();
+        let mut now = Instant::now();
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let wait = reject(&mut memory, "h1", now);
+            assert_eq!(
+                memory.rejections_waiting(now),
+                [("a".to_string(), "h1".to_string())].into()
+            );
+            assert!(
+                memory
+                    .rejections_waiting(now + wait - Duration::from_millis(1))
+                    .contains_key("a")
+            );
+            // Due: the same config is planned again.
+            now += wait;
+            assert!(memory.rejections_waiting(now).is_empty());
+            waits.push(wait.as_secs());
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 600, 600]);
+        assert_eq!(memory.worker_rejected["a"].report.attempts, 6);
+    }
+
+    #[test]
+    fn a_changed_config_rejected_again_starts_a_new_streak() {
+        let mut memory = Memory::default();
+        let now = Instant::now();
+        reject(&mut memory, "h1", now);
+        reject(&mut memory, "h1", now);
+        assert_eq!(reject(&mut memory, "h2", now), Duration::from_secs(60));
+        assert_eq!(memory.worker_rejected["a"].report.attempts, 1);
     }
 }

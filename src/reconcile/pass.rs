@@ -13,7 +13,7 @@ use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, Live, Li
 use super::status::{self, Facts, Note, json_annotation};
 use super::watch::ours;
 use super::worker::ActionError;
-use super::{ReconcileError, Reconciler, Restarts};
+use super::{ReconcileError, Reconciler, Rejection, Restarts};
 use crate::metrics::StateLabels;
 use crate::pipeline::manifest::{
     ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, FINALIZER, declaring, is_connector_configmap,
@@ -89,12 +89,7 @@ impl Reconciler {
 
         let now = Instant::now();
         let memory = PlanMemory {
-            worker_rejected: self
-                .memory
-                .worker_rejected
-                .iter()
-                .map(|(n, (h, _))| (n.clone(), h.clone()))
-                .collect(),
+            worker_rejected: self.memory.rejections_waiting(now),
             restart_ready: live
                 .keys()
                 .filter(|n| self.memory.restarts.get(*n).is_none_or(|r| r.next <= now))
@@ -123,10 +118,14 @@ impl Reconciler {
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             cm.applied = p.applied.clone();
-            if let Err(e) = self.record_intent(cm, p).await {
-                tracing::warn!(configmap = %cm.input.name, error = %e, "cannot record intent on the ConfigMap; not applying its connectors this pass");
-                cm.errors.push(format!("cannot update the ConfigMap: {e}"));
-                cm.blocked = true;
+            match self.record_intent(cm, p).await {
+                Ok(()) => {}
+                Err(e @ ReconcileError::Deposed(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(configmap = %cm.input.name, error = %e, "cannot record intent on the ConfigMap; not applying its connectors this pass");
+                    cm.errors.push(e.to_string());
+                    cm.blocked = true;
+                }
             }
         }
 
@@ -179,15 +178,15 @@ impl Reconciler {
                 (Err(ActionError::Fatal(e)), _) => return Err(e),
                 (Err(ActionError::Rejected(message)), cm) => {
                     if let Action::Put { name, config, .. } = action {
-                        self.memory
-                            .worker_rejected
-                            .insert(name.clone(), (plan::fingerprint(config), message.clone()));
-                    }
-                    if let Some(cm) = cm {
-                        cm.notes.push(Note::warning(
-                            "Failed",
-                            format!("connector {}: {message}", action.name()),
-                        ));
+                        let previous = self.memory.worker_rejected.remove(name);
+                        let policy = self.rejection_policy();
+                        let rejection =
+                            Rejection::after(previous, plan::fingerprint(config), message, policy, Instant::now());
+                        tracing::warn!(connector = %name, attempts = rejection.report.attempts, retry_in = ?rejection.report.retry_in, "the worker rejected the config; retrying later");
+                        if let Some(cm) = cm {
+                            cm.notes.push(Note::warning("Failed", rejection.report.describe(name)));
+                        }
+                        self.memory.worker_rejected.insert(name.clone(), rejection);
                     }
                 }
                 (Err(ActionError::Failed(message)), cm) => {
@@ -210,9 +209,13 @@ impl Reconciler {
         // What was deleted is no longer ours. Should this write fail, the next pass drops those
         // names anyway: they are neither on the worker nor declared.
         let settled = stored.ledger.forget(&deleted);
-        if let Err(e) = self.writer.write_ledger(&mut stored, settled).await {
-            tracing::warn!(error = %e, "cannot update the ledger after deleting");
-            failed += 1;
+        match self.writer.write_ledger(&mut stored, settled).await {
+            Ok(()) => {}
+            Err(e @ ReconcileError::Deposed(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot update the ledger after deleting");
+                failed += 1;
+            }
         }
 
         // Restart bookkeeping: healthy connectors start a new streak.
@@ -231,10 +234,13 @@ impl Reconciler {
             missing_status |= p.desired.keys().any(|n| live.get(n).is_none_or(|l| l.status.is_none()));
             let span = tracing::info_span!("report", configmap = %cm.input.name);
             let report = self.report(cm, p, &live, &secrets, &restarts, &stored.ledger);
-            let result = tracing::Instrument::instrument(report, span).await;
-            if let Err(e) = result {
-                tracing::warn!(configmap = %cm.input.name, error = %e, "cannot write status to the ConfigMap");
-                failed += 1;
+            match tracing::Instrument::instrument(report, span).await {
+                Ok(()) => {}
+                Err(e @ ReconcileError::Deposed(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(configmap = %cm.input.name, error = %e, "cannot write status to the ConfigMap");
+                    failed += 1;
+                }
             }
         }
         self.report_metrics(&cms, &plans, &live);
@@ -247,7 +253,7 @@ impl Reconciler {
     }
 
     /// Adds the finalizer and records the connectors about to be created, before any PUT.
-    async fn record_intent(&self, cm: &mut CmState, p: &CmPlan) -> Result<(), kube::Error> {
+    async fn record_intent(&self, cm: &mut CmState, p: &CmPlan) -> Result<(), ReconcileError> {
         if cm.input.deleting {
             return Ok(());
         }
@@ -276,7 +282,7 @@ impl Reconciler {
         secrets: &BTreeMap<String, Vec<String>>,
         restarts: &BTreeMap<String, u32>,
         ledger: &Ledger,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(), ReconcileError> {
         let report = status::report(&Facts {
             plan: p,
             annotations: &cm.annotations,
@@ -289,7 +295,12 @@ impl Reconciler {
             failed_deletes: &cm.failed_deletes,
             written: &cm.written,
             live,
-            worker_rejected: &self.memory.worker_rejected,
+            worker_rejected: &self
+                .memory
+                .worker_rejected
+                .iter()
+                .map(|(name, r)| (name.clone(), r.report.clone()))
+                .collect(),
             restarts,
             secrets,
             ledger,

@@ -240,8 +240,8 @@ pub struct Plan {
 /// What the reconciler remembers between passes.
 #[derive(Clone, Debug, Default)]
 pub struct PlanMemory {
-    /// Connectors whose config the worker answered 400 to: name -> [`fingerprint`] of that
-    /// config. Not retried until the desired config changes.
+    /// Connectors whose config the worker answered 400 to and whose retry is not due yet:
+    /// name -> [`fingerprint`] of that config. Sent again when due or when it changes.
     pub worker_rejected: BTreeMap<String, String>,
     /// FAILED connectors whose restart backoff has elapsed.
     pub restart_ready: BTreeSet<String>,
@@ -964,7 +964,7 @@ mod tests {
     }
 
     #[test]
-    fn a_config_the_worker_rejected_is_not_retried_until_it_changes() {
+    fn a_config_the_worker_rejected_is_not_sent_again_before_its_retry_unless_it_changes() {
         let a = connector("a", &[], None);
         let cms = [cm("cm", vec![apply("a", a.clone())], &[])];
         let mut memory = PlanMemory::default();

@@ -3,6 +3,7 @@
 //! release of its finalizer). No I/O here, so every rule is unit-tested; `report.rs` writes it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -21,6 +22,56 @@ pub const ANNOTATIONS: [&str; 4] = [
 ];
 
 const TRACE_MAX: usize = 240;
+/// Budgets of the free-text annotations, well under the API server's 256 KiB for all of an
+/// object's annotations together: a failed status patch would end every later pass
+/// 'Incomplete'. The records (`connectors`, `applied`) are never cut (a lost record is a lost
+/// delete); their entries are bounded already (names of at most 249 bytes, data keys of at most
+/// 253, hashes of fixed length).
+pub const STATUS_MAX: usize = 64 * 1024;
+pub const LAST_ERROR_MAX: usize = 16 * 1024;
+/// One line of last-error (one rejection or failure).
+const LINE_MAX: usize = 2048;
+/// Event notes: the API server refuses more than 1 kB.
+pub const NOTE_MAX: usize = 1000;
+
+/// `text` cut to at most `max` bytes, on a character boundary, ending with a marker that says
+/// how much was left out.
+pub fn bound(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let marker = |cut: usize| format!("… [{cut} more bytes cut]");
+    // The marker's own length depends on the count; the longest it can be is reserved.
+    let mut end = max.saturating_sub(marker(text.len()).len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &text[..end], marker(text.len() - end))
+}
+
+/// The worker's answer to the last attempt at a config it rejected (400/422).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// The rejected config's fingerprint: a changed config is a new case.
+    pub fingerprint: String,
+    pub message: String,
+    /// Attempts at this config so far, all rejected.
+    pub attempts: u32,
+    /// The wait before the next attempt.
+    pub retry_in: Duration,
+}
+
+impl Rejected {
+    /// The line for last-error and the Event of an attempt.
+    pub fn describe(&self, name: &str) -> String {
+        format!(
+            "connector {name}: {} (attempt {}; next attempt in {} unless the config changes)",
+            self.message,
+            self.attempts,
+            humantime::format_duration(self.retry_in)
+        )
+    }
+}
 
 /// An Event to publish on the ConfigMap.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,8 +119,8 @@ pub struct Facts<'a> {
     /// Connectors written this pass: their status is not known yet.
     pub written: &'a BTreeSet<String>,
     pub live: &'a LiveState,
-    /// Connectors whose config the worker rejected: name -> (config hash, message).
-    pub worker_rejected: &'a BTreeMap<String, (String, String)>,
+    /// Connectors whose config the worker rejected.
+    pub worker_rejected: &'a BTreeMap<String, Rejected>,
     /// Restarts so far, per connector.
     pub restarts: &'a BTreeMap<String, u32>,
     /// Secret values per connector, masked in whatever the worker says about it.
@@ -198,26 +249,32 @@ pub fn report(f: &Facts) -> Report {
     let worker_rejected = |name: &String| {
         f.worker_rejected
             .get(name)
-            .filter(|(hash, _)| p.desired.get(name) == Some(hash))
+            .filter(|r| p.desired.get(name) == Some(&r.fingerprint))
     };
     let mut errors = f.rejections.clone();
     for name in p.desired.keys() {
-        if let Some((_, message)) = worker_rejected(name) {
-            errors.push(format!("connector {name}: {message}"));
+        if let Some(rejected) = worker_rejected(name) {
+            errors.push(rejected.describe(name));
         }
     }
     errors.extend(f.errors.iter().cloned());
     errors.extend(ownership_errors);
-    let last_error = (!errors.is_empty()).then(|| errors.join("\n"));
+    let lines = last_error_lines(&errors);
+    let last_error = (!lines.is_empty()).then(|| lines.join("\n"));
     let previous: BTreeSet<&str> = f
         .annotations
         .get(ANNOTATION_LAST_ERROR)
         .map(|e| e.lines().collect())
         .unwrap_or_default();
-    let new_rejections: Vec<&String> = f.rejections.iter().filter(|m| !previous.contains(m.as_str())).collect();
+    // Compared as written: a cut line is the same rejection as long as it stays.
+    let new_rejections: Vec<String> = f
+        .rejections
+        .iter()
+        .map(|m| bound(m, LINE_MAX))
+        .filter(|m| lines.contains(m) && !previous.contains(m.as_str()))
+        .collect();
     if !new_rejections.is_empty() {
-        let text = new_rejections.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n");
-        notes.push(Note::warning("Rejected", text));
+        notes.push(Note::warning("Rejected", new_rejections.join("\n")));
     }
 
     // status: every connector this ConfigMap declares or still manages.
@@ -248,7 +305,7 @@ pub fn report(f: &Facts) -> Report {
         if p.rejected.contains(name) {
             s.note = Some("rejected: not applied, see connect-gate.io/last-error");
         } else if worker_rejected(name).is_some() {
-            s.note = Some("the worker rejected the config, see connect-gate.io/last-error");
+            s.note = Some("the worker rejected the config; retried with backoff, see connect-gate.io/last-error");
         } else if f.ledger.provenance(name) == Some(Provenance::Adopted) {
             s.note = Some("adopted: it existed on the worker before connect-gate managed it");
         }
@@ -274,7 +331,7 @@ pub fn report(f: &Facts) -> Report {
     let status = if status.is_empty() {
         Value::Null
     } else {
-        json!(serde_json::to_string(&status).expect("serialises"))
+        json!(status_annotation(status))
     };
     let wanted: [(&str, Value); 4] = [
         (ANNOTATION_CONNECTORS, map_annotation(&managed)),
@@ -302,6 +359,37 @@ pub fn report(f: &Facts) -> Report {
         Change::Annotations(patch)
     };
     Report { notes, change }
+}
+
+/// last-error's lines: each cut to [`LINE_MAX`], as many as fit in [`LAST_ERROR_MAX`], then one
+/// that counts the rest.
+fn last_error_lines(errors: &[String]) -> Vec<String> {
+    const COUNT_LINE: usize = 64;
+    let mut lines = Vec::new();
+    let mut size = 0;
+    for (i, e) in errors.iter().enumerate() {
+        let line = bound(e, LINE_MAX);
+        if size + line.len() + 1 > LAST_ERROR_MAX - COUNT_LINE {
+            lines.push(format!("… and {} more", errors.len() - i));
+            break;
+        }
+        size += line.len() + 1;
+        lines.push(line);
+    }
+    lines
+}
+
+/// The status as JSON within [`STATUS_MAX`]: task states are left out first (what remains is still
+/// JSON); cut only if that is not enough.
+fn status_annotation(mut status: BTreeMap<&String, ConnectorStatus>) -> String {
+    let json = serde_json::to_string(&status).expect("serialises");
+    if json.len() <= STATUS_MAX {
+        return json;
+    }
+    for s in status.values_mut() {
+        s.tasks.clear();
+    }
+    bound(&serde_json::to_string(&status).expect("serialises"), STATUS_MAX)
 }
 
 /// Shortens a FAILED trace to its first line (the exception and its message), at most `max`
@@ -376,7 +464,7 @@ mod tests {
         failed_deletes: BTreeSet<String>,
         written: BTreeSet<String>,
         live: LiveState,
-        worker_rejected: BTreeMap<String, (String, String)>,
+        worker_rejected: BTreeMap<String, Rejected>,
         restarts: BTreeMap<String, u32>,
         secrets: BTreeMap<String, Vec<String>>,
         ledger: Ledger,
@@ -534,17 +622,25 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_rejection_counts_only_for_the_config_it_rejected() {
+    fn a_worker_rejection_counts_only_for_the_config_it_rejected_and_says_when_it_is_retried() {
         let mut case = Case::new();
         case.worker_rejected.insert(
             "a".into(),
-            ("h1".into(), "Kafka Connect rejected the config: no".into()),
+            Rejected {
+                fingerprint: "h1".into(),
+                message: "Kafka Connect rejected the config: no".into(),
+                attempts: 2,
+                retry_in: Duration::from_secs(120),
+            },
         );
         let p = patch(case.report());
         assert_eq!(
             p[ANNOTATION_LAST_ERROR],
-            json!("connector a: Kafka Connect rejected the config: no")
+            json!(
+                "connector a: Kafka Connect rejected the config: no (attempt 2; next attempt in 2m unless the config changes)"
+            )
         );
+        assert!(p[ANNOTATION_STATUS].as_str().unwrap().contains("retried with backoff"));
         case.plan.desired = map(&[("a", "h2")]);
         assert!(!patch(case.report()).contains_key(ANNOTATION_LAST_ERROR));
     }
@@ -662,5 +758,70 @@ mod tests {
         assert_eq!(t, "org.x.Boom: cannot log in with ****");
         assert_eq!(shorten_trace(&"x".repeat(50), &[], 10), format!("{}…", "x".repeat(10)));
         assert_eq!(ConnectorStatus::from_live(None, &[]).state, "ABSENT");
+    }
+
+    #[test]
+    fn bound_cuts_on_a_character_boundary_with_a_marker_and_keeps_short_text() {
+        assert_eq!(bound("short", 10), "short");
+        let long = "é".repeat(1000);
+        let cut = bound(&long, 100);
+        assert!(cut.len() <= 100, "{}", cut.len());
+        assert!(cut.starts_with("éé") && cut.ends_with("more bytes cut]"), "{cut}");
+        let kept = cut.split('…').next().unwrap().len();
+        assert!(
+            cut.contains(&format!("[{} more bytes cut]", long.len() - kept)),
+            "{cut}"
+        );
+        // Even a budget smaller than the marker gives valid UTF-8 and no panic.
+        assert!(bound(&long, 3).ends_with("cut]"));
+    }
+
+    #[test]
+    fn a_huge_rejection_is_bounded_in_last_error_and_announced_once() {
+        let mut case = Case::new();
+        case.plan.desired.clear();
+        case.plan.rejected.insert("a".into());
+        let class = "x".repeat(1 << 20);
+        case.rejections = vec![
+            format!("key a.json: unknown connector class {class}"),
+            "key b.json: bad".into(),
+        ];
+        let report = case.report();
+        assert_eq!(report.notes.len(), 1);
+        assert!(report.notes[0].text.contains("key b.json: bad"));
+        let error = patch(report)[ANNOTATION_LAST_ERROR].as_str().unwrap().to_string();
+        assert!(error.len() <= LAST_ERROR_MAX, "{}", error.len());
+        assert!(
+            error.contains("more bytes cut]\nkey b.json: bad"),
+            "{}",
+            &error[error.len() - 100..]
+        );
+        case.annotations = case.converged();
+        assert_eq!(
+            case.report(),
+            Report {
+                notes: vec![],
+                change: Change::None
+            },
+            "the cut line is recognised: no Event and no write again"
+        );
+        // Many errors: as many lines as fit, then a count.
+        case.rejections = (0..100).map(|i| format!("key {i}: {}", "y".repeat(1000))).collect();
+        let error = patch(case.report())[ANNOTATION_LAST_ERROR]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(error.len() <= LAST_ERROR_MAX, "{}", error.len());
+        assert!(error.ends_with("more"), "{}", &error[error.len() - 40..]);
+    }
+
+    #[test]
+    fn a_huge_status_drops_task_states_first_and_is_bounded() {
+        let mut case = Case::new();
+        let tasks: Vec<(&str, Option<&str>)> = vec![("RUNNING", None); 10_000];
+        case.live.insert("a".into(), live("RUNNING", &tasks));
+        let status = patch(case.report())[ANNOTATION_STATUS].as_str().unwrap().to_string();
+        assert!(status.len() <= STATUS_MAX);
+        assert_eq!(status, r#"{"a":{"state":"RUNNING"}}"#);
     }
 }

@@ -10,8 +10,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ReconcileError;
+use super::lease::Leadership;
 use super::plan::{self, Action, Live, LiveState};
-use crate::connect::{ConnectClient, ConnectError, RestResponse, connector_path};
+use crate::connect::{ConnectClient, RestResponse, connector_path};
 use crate::metrics::{Metrics, RestLabels};
 use crate::pipeline::secrets::mask;
 
@@ -32,27 +33,35 @@ pub enum ActionError {
     Fatal(ReconcileError),
 }
 
-impl From<ConnectError> for ActionError {
-    fn from(e: ConnectError) -> Self {
-        ActionError::Fatal(ReconcileError::Worker(e))
+impl From<ReconcileError> for ActionError {
+    fn from(e: ReconcileError) -> Self {
+        ActionError::Fatal(e)
     }
 }
 
 pub struct Worker {
     connect: ConnectClient,
     metrics: Metrics,
+    leadership: Leadership,
 }
 
 impl Worker {
-    pub fn new(connect: ConnectClient, metrics: Metrics) -> Self {
-        Self { connect, metrics }
+    pub fn new(connect: ConnectClient, metrics: Metrics, leadership: Leadership) -> Self {
+        Self {
+            connect,
+            metrics,
+            leadership,
+        }
     }
 
     /// One REST call, counted and retried. An unreachable worker is an error at once: the pass
-    /// is retried instead.
-    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<RestResponse, ConnectError> {
+    /// is retried instead. A write (and each of its retries) is sent only while leading.
+    async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<RestResponse, ReconcileError> {
         let mut delays = CALL_RETRY.build();
         loop {
+            if method != Method::GET {
+                self.leadership.check()?;
+            }
             let result = self.connect.send(method.clone(), path, body).await;
             let status = match &result {
                 Ok(r) => r.status.as_u16().to_string(),
@@ -73,7 +82,7 @@ impl Worker {
                     }
                     None => return Ok(r),
                 },
-                other => return other,
+                other => return Ok(other?),
             }
         }
     }

@@ -13,12 +13,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::{Map, Value, json};
 
 use super::ReconcileError;
+use super::lease::Leadership;
 use super::ledger::{ANNOTATION_LEDGER, Ledger};
-use super::status::{ANNOTATIONS, Change, Note, map_annotation};
+use super::status::{ANNOTATIONS, Change, NOTE_MAX, Note, bound, map_annotation};
 use crate::pipeline::manifest::{ANNOTATION_CONNECTORS, FINALIZER};
-
-/// Events are capped below the apiserver's 1 kB note limit.
-const NOTE_MAX: usize = 1000;
 
 pub struct Writer {
     pub api: Api<ConfigMap>,
@@ -27,6 +25,8 @@ pub struct Writer {
     /// The Lease holding the ledger, in the reconciled namespace.
     pub ledger: Api<Lease>,
     pub ledger_name: String,
+    /// Checked before every write: a deposed leader writes nothing.
+    pub leadership: Leadership,
 }
 
 /// The ledger as read, with the Lease it came from, so that a write is refused (409) when anyone
@@ -63,6 +63,7 @@ impl Writer {
         if stored.ledger == ledger {
             return Ok(());
         }
+        self.leadership.check()?;
         let mut lease = stored.lease.clone().unwrap_or_else(|| Lease {
             metadata: ObjectMeta {
                 name: Some(self.ledger_name.clone()),
@@ -99,7 +100,7 @@ impl Writer {
         cm: &ConfigMap,
         add_finalizer: bool,
         managed: Option<&BTreeMap<String, String>>,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<(), ReconcileError> {
         let mut metadata = json!({});
         if let Some(managed) = managed {
             metadata["annotations"] = json!({ ANNOTATION_CONNECTORS: map_annotation(managed) });
@@ -114,7 +115,7 @@ impl Writer {
     }
 
     /// Writes a pass's report on `cm`. A ConfigMap gone meanwhile is not an error.
-    pub async fn apply(&self, cm: &ConfigMap, change: Change) -> Result<(), kube::Error> {
+    pub async fn apply(&self, cm: &ConfigMap, change: Change) -> Result<(), ReconcileError> {
         let body = match change {
             Change::None => return Ok(()),
             Change::Annotations(patch) => json!({ "metadata": { "annotations": patch } }),
@@ -143,24 +144,36 @@ impl Writer {
                 }
                 Ok(())
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(ReconcileError::ConfigMap {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     /// A merge patch of `cm`; true when it removed the finalizer.
-    async fn patch(&self, cm: &ConfigMap, body: Value) -> Result<bool, kube::Error> {
+    async fn patch(&self, cm: &ConfigMap, body: Value) -> Result<bool, ReconcileError> {
         let name = cm.metadata.name.as_deref().unwrap_or_default();
         let releases = body["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.iter().any(|f| f == FINALIZER));
+        self.leadership.check()?;
         self.api
             .patch(name, &PatchParams::default(), &Patch::Merge(body))
-            .await?;
+            .await
+            .map_err(|source| ReconcileError::ConfigMap {
+                name: name.to_string(),
+                source,
+            })?;
         Ok(releases)
     }
 
     pub async fn publish(&self, reference: &ObjectReference, note: Note) {
+        if self.leadership.check().is_err() {
+            tracing::debug!(reason = note.reason, "not leading any more: Event not published");
+            return;
+        }
         let event = Event {
             type_: if note.warning {
                 EventType::Warning
@@ -168,7 +181,7 @@ impl Writer {
                 EventType::Normal
             },
             reason: note.reason.into(),
-            note: Some(truncate(&note.text, NOTE_MAX)),
+            note: Some(bound(&note.text, NOTE_MAX)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -178,27 +191,5 @@ impl Writer {
         if let Err(e) = recorder.publish(&event, reference).await {
             tracing::warn!(error = %e, reason = note.reason, "cannot publish an Event");
         }
-    }
-}
-
-fn truncate(s: &str, max_bytes: usize) -> String {
-    if s.len() <= max_bytes {
-        return s.to_string();
-    }
-    let mut end = max_bytes.saturating_sub(3);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("ééé", 4), "...");
-        assert_eq!(truncate("abc", 4), "abc");
     }
 }

@@ -34,6 +34,10 @@
 //!     [`kubectl_with`]);
 //!   * [`process`]: the binary under test ([`BIN`], [`Process`], [`free_port`]);
 //!   * [`names`]: unique names ([`random_suffix`]);
+//!   * [`proxies`]: faults on loopback: a cuttable TCP proxy to the API server
+//!     ([`proxies::CutProxy`]) and a recording HTTP proxy to a Connect worker ([`proxies::Recorder`]);
+//!   * [`sidecar`]: the reconciler under test ([`sidecar::Sidecar`]) and the helpers its e2e
+//!     tests share (declaring connectors, waiting on status, Events, the ledger, the worker);
 //!   * [`rbac`]: Role rules of the identities tests act as ([`RECONCILER_RULES`],
 //!     [`CONFIGMAP_EDITOR_RULES`]).
 #![allow(dead_code)] // each test crate uses a different part
@@ -44,7 +48,9 @@ mod kubectl;
 mod names;
 mod poll;
 mod process;
+pub mod proxies;
 mod rbac;
+pub mod sidecar;
 mod stack;
 mod worker_rest;
 mod workers;
@@ -58,7 +64,7 @@ pub use self::{
     poll::eventually,
     process::{BIN, Process, free_port},
     rbac::{CONFIGMAP_EDITOR_RULES, RECONCILER_RULES},
-    stack::{Stack, kube_client, stack},
+    stack::{Stack, kube_client, run_script, stack},
     worker_rest::WorkerRest,
     workers::Worker,
 };

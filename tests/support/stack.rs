@@ -94,7 +94,7 @@ pub(super) fn script_output(args: &[&str]) -> std::io::Result<Output> {
 }
 
 /// Like [`script_output`] but panics with stderr unless it succeeds; returns stdout, trimmed.
-pub(super) fn run_script(args: &[&str]) -> String {
+pub fn run_script(args: &[&str]) -> String {
     let out = script_output(args).unwrap_or_else(|e| panic!("running tests/stack/{}: {e}", args[0]));
     assert!(
         out.status.success(),
