@@ -20,7 +20,7 @@ use crate::connect::plugin_cache::PluginCache;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::inputs::LiveInputs;
-use crate::pipeline::template::Renderer;
+use crate::pipeline::sandbox::{self, Renderer};
 use crate::pipeline::verdict::Pipeline;
 use crate::reconcile;
 use crate::reconcile::plan::AppliedHash;
@@ -33,7 +33,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let connect = ConnectClient::new(&args.connect_url);
     let plugins = Arc::new(PluginCache::new(connect.clone(), metrics.clone()));
     let exe = std::env::current_exe().context("locating the connect-gate binary for the template sandbox")?;
-    let judge = Arc::new(Judge::new(Pipeline::new(Renderer::new(exe)), inputs, plugins));
+    let limits = sandbox::Limits::fit_with(
+        sandbox::container_memory(),
+        sandbox::cores(),
+        args.sandboxes,
+        args.sandbox_memory_mib.map(|mib| mib << 20),
+    )
+    .context("sizing the template sandboxes")?;
+    tracing::info!(
+        sandboxes = limits.children,
+        memory_mib = limits.memory >> 20,
+        "template sandboxes started"
+    );
+    let renderer = Renderer::with_limits(exe, limits);
+    let judge = Arc::new(Judge::new(Pipeline::new(renderer), inputs, plugins));
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
