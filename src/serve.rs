@@ -65,9 +65,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("connecting to the Kubernetes API")?;
         let (store, writer) = reflector::store();
-        let changes = Arc::new(Notify::new());
+        let seen = Arc::new(Notify::new());
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        let (watch, stop) = (reconcile::watch::run(api, writer, changes.clone()), shutdown.clone());
+        let (watch, stop) = (reconcile::watch::run(api, writer, seen.clone()), shutdown.clone());
         tasks.spawn(async move {
             tokio::select! {
                 _ = watch => anyhow::bail!("the ConfigMap watch ended"),
@@ -77,7 +77,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let view = NamespaceView {
             namespace: namespace.clone(),
             store,
+            names: Arc::default(),
         };
+        let changes = Arc::new(Notify::new());
+        spawn_name_indexer(judge.clone(), view.clone(), seen, changes.clone());
         Some((client, view, changes, applied_hash))
     };
 
@@ -262,6 +265,23 @@ fn spawn_inputs_refresher(judge: Arc<Judge>, every: Duration) {
         loop {
             tick.tick().await;
             judge.reload_inputs();
+        }
+    });
+}
+
+/// Keeps the namespace's name index up to date: after each change the watch reports (then
+/// passed on to the reconciler), and after the template inputs change.
+fn spawn_name_indexer(judge: Arc<Judge>, view: NamespaceView, seen: Arc<Notify>, changes: Arc<Notify>) {
+    tokio::spawn(async move {
+        loop {
+            let from_watch = tokio::select! {
+                _ = seen.notified() => true,
+                _ = judge.inputs_changed().notified() => false,
+            };
+            judge.refresh_names(&view).await;
+            if from_watch {
+                changes.notify_one();
+            }
         }
     });
 }
