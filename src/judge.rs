@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::connect::plugin_cache::PluginCache;
 use crate::pipeline::inputs::LiveInputs;
 use crate::pipeline::manifest::{ConnectorConfigMap, declaring};
+use crate::pipeline::plugins::Catalog;
 use crate::pipeline::verdict::{Declaration, Pipeline, PluginCheck, Verdict, settle};
 
 /// A plugin list younger than this is not refetched after a miss, so a flood of requests naming
@@ -29,6 +30,7 @@ pub struct Judge {
     plugins: Arc<PluginCache>,
     /// Signalled when a reload finds the inputs changed: the name index is then out of date.
     inputs_changed: Notify,
+    verdicts: VerdictCache,
 }
 
 impl Judge {
@@ -38,6 +40,7 @@ impl Judge {
             inputs,
             plugins,
             inputs_changed: Notify::new(),
+            verdicts: VerdictCache::default(),
         }
     }
 
@@ -105,21 +108,73 @@ impl Judge {
 
     /// Every ConfigMap on its own, against the cached plugin list, refetched once after a miss.
     async fn judge_each(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
-        let inputs = self.inputs.current();
+        let verdicts = self.judge_cached(cms).await;
+        if verdicts.iter().any(|v| v.unknown_class)
+            && self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await.is_some()
+        {
+            return self.judge_cached(cms).await;
+        }
+        verdicts
+    }
+
+    /// [`Pipeline::judge_each`] through the verdict cache: only data keys it has no verdict for
+    /// under the current inputs and plugin list are rendered.
+    async fn judge_cached(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
+        let (generation, inputs) = self.inputs.generation();
         let catalog = self.plugins.catalog();
         let unavailable = self.plugins_unavailable().unwrap_or_default();
-        let check = match &catalog {
-            Some(c) => PluginCheck::Catalog(c),
-            None => PluginCheck::Unavailable(&unavailable),
+        let (check, plugins) = match &catalog {
+            Some(c) => (
+                PluginCheck::Catalog(c),
+                Plugins::Listed(self.verdicts.catalog_generation(c)),
+            ),
+            None => (
+                PluginCheck::Unavailable(&unavailable),
+                Plugins::Unavailable(unavailable.clone()),
+            ),
         };
-        let verdicts = self.pipeline.judge_each(cms, &inputs, check).await;
-        if verdicts.iter().any(|v| v.unknown_class)
-            && let Some(fresh) = self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
-        {
-            return self
-                .pipeline
-                .judge_each(cms, &inputs, PluginCheck::Catalog(&fresh))
-                .await;
+        let key = |cm: &ConnectorConfigMap, code: &str| CacheKey {
+            code: code.to_string(),
+            enabled: cm.enabled,
+            cloud_target: cm.cloud_target.clone(),
+            inputs: generation,
+            plugins: plugins.clone(),
+        };
+        // Each data key's cached verdict, looked up once: what is missing is judged below, as
+        // ConfigMaps holding only those keys (and the binary keys, judged without a render).
+        let cached: Vec<Vec<Option<Arc<Verdict>>>> = cms
+            .iter()
+            .map(|cm| cm.data.values().map(|code| self.verdicts.get(&key(cm, code))).collect())
+            .collect();
+        let missing: Vec<ConnectorConfigMap> = cms
+            .iter()
+            .zip(&cached)
+            .map(|(cm, hits)| ConnectorConfigMap {
+                data: cm
+                    .data
+                    .iter()
+                    .zip(hits)
+                    .filter(|(_, hit)| hit.is_none())
+                    .map(|((k, code), _)| (k.clone(), code.clone()))
+                    .collect(),
+                ..cm.clone()
+            })
+            .filter(|cm| !cm.data.is_empty() || !cm.binary_keys.is_empty())
+            .collect();
+        let mut fresh = self.pipeline.judge_each(&missing, &inputs, check).await.into_iter();
+        let mut verdicts = Vec::new();
+        for (cm, hits) in cms.iter().zip(cached) {
+            for ((data_key, code), hit) in cm.data.iter().zip(hits) {
+                match hit {
+                    Some(hit) => verdicts.push(Verdict {
+                        origin: cm.origin.clone(),
+                        key: data_key.clone(),
+                        ..hit.as_ref().clone()
+                    }),
+                    None => verdicts.extend(fresh.next().inspect(|v| self.verdicts.insert(key(cm, code), v))),
+                }
+            }
+            verdicts.extend(fresh.by_ref().take(cm.binary_keys.len()));
         }
         verdicts
     }
@@ -159,6 +214,74 @@ impl Judge {
                 Declaration::of(&mine),
             );
         }
+    }
+}
+
+/// The plugin list a verdict was judged against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Plugins {
+    /// Its generation: a new one each time the list's contents change.
+    Listed(u64),
+    /// None could be had, for this reason.
+    Unavailable(String),
+}
+
+/// What a data key's verdict depends on, besides its ConfigMap's name and the key's own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    code: String,
+    enabled: bool,
+    cloud_target: Option<String>,
+    inputs: u64,
+    plugins: Plugins,
+}
+
+/// Verdicts the webhook and the reconciler share, so that a Flux dry-run followed by the real
+/// apply, or a resync of unchanged ConfigMaps, renders nothing again. In memory only, and
+/// nothing in it leaves the process but through a [`Verdict`]'s own rules. Entries of older
+/// inputs or plugin generations can never be hit again, so they are dropped when a newer one is
+/// stored, and the whole cache starts over past [`VERDICTS_CACHED`] entries.
+#[derive(Default)]
+struct VerdictCache {
+    entries: std::sync::Mutex<VerdictEntries>,
+    /// The last plugin list seen and its generation.
+    catalog: std::sync::Mutex<(Option<Arc<Catalog>>, u64)>,
+}
+
+#[derive(Default)]
+struct VerdictEntries {
+    /// The inputs and plugin list the entries were judged against.
+    judged_against: Option<(u64, Plugins)>,
+    by_key: HashMap<CacheKey, Arc<Verdict>>,
+}
+
+const VERDICTS_CACHED: usize = 20_000;
+
+impl VerdictCache {
+    fn get(&self, key: &CacheKey) -> Option<Arc<Verdict>> {
+        self.entries.lock().expect("not poisoned").by_key.get(key).cloned()
+    }
+
+    fn insert(&self, key: CacheKey, verdict: &Verdict) {
+        let mut entries = self.entries.lock().expect("not poisoned");
+        let against = Some((key.inputs, key.plugins.clone()));
+        if entries.judged_against != against || entries.by_key.len() >= VERDICTS_CACHED {
+            entries.by_key.clear();
+            entries.judged_against = against;
+        }
+        entries.by_key.insert(key, Arc::new(verdict.clone()));
+    }
+
+    /// The generation of `catalog`: the same as long as the list's contents are (the plugin
+    /// cache refetches it every minute).
+    fn catalog_generation(&self, catalog: &Arc<Catalog>) -> u64 {
+        let mut last = self.catalog.lock().expect("not poisoned");
+        match &last.0 {
+            Some(seen) if Arc::ptr_eq(seen, catalog) => {}
+            Some(seen) if **seen == **catalog => last.0 = Some(catalog.clone()),
+            _ => *last = (Some(catalog.clone()), last.1 + 1),
+        }
+        last.1
     }
 }
 

@@ -270,7 +270,8 @@ fn spawn_inputs_refresher(judge: Arc<Judge>, every: Duration) {
 }
 
 /// Keeps the namespace's name index up to date: after each change the watch reports (then
-/// passed on to the reconciler), and after the template inputs change.
+/// passed on to the reconciler, whose pass finds the verdicts this left in the cache), and
+/// after the template inputs change.
 fn spawn_name_indexer(judge: Arc<Judge>, view: NamespaceView, seen: Arc<Notify>, changes: Arc<Notify>) {
     tokio::spawn(async move {
         loop {

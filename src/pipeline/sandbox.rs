@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -181,6 +182,8 @@ struct Job {
 pub struct Renderer {
     jobs: mpsc::Sender<Job>,
     limits: Limits,
+    /// Requests evaluated by this pool, over all clones.
+    requests: Arc<AtomicU64>,
 }
 
 impl Renderer {
@@ -215,16 +218,26 @@ impl Renderer {
                 }
             })
             .expect("a thread for the template sandbox pool");
-        Self { jobs, limits }
+        Self {
+            jobs,
+            limits,
+            requests: Arc::default(),
+        }
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
     }
 
+    /// How many requests this pool was sent (each renders one template, once per run).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// One outcome per run of `request`, in order.
     pub async fn eval(&self, request: &Request) -> Result<Vec<Outcome>, SandboxError> {
         let runs = request.runs.len();
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let stopped = || SandboxError::Crashed("the sandbox pool stopped".into());
         let (reply, answer) = oneshot::channel();
         let job = Job {
