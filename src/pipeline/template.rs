@@ -9,8 +9,11 @@
 //! on its stdin until it is closed. The values reach it through the pipe: nothing is written to
 //! disk or put on a command line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -139,23 +142,35 @@ type Compiled = Result<Filter, Outcome>;
 const CACHE_BYTES: usize = 8 << 20;
 
 /// A child's evaluator: jq's standard definitions parsed once, and each template compiled once
-/// for a given set of variable names (the real and placeholder renders share it).
+/// for a given set of variable names (the real and placeholder renders share it). A template
+/// that names none of the standard definitions is compiled without them (only the native
+/// filters and `env`): most templates are data, and compiling the definitions is most of the
+/// cost of a render.
 pub struct Engine {
-    defs: Vec<Def>,
+    /// jq's, jaq's and connect-gate's definitions.
+    all: Vec<Def>,
+    /// Only connect-gate's.
+    prelude: Vec<Def>,
+    /// The names the standard definitions define.
+    standard: HashSet<&'static str>,
     compiled: HashMap<TemplateKey, Rc<Compiled>>,
     cached_bytes: usize,
 }
 
 impl Default for Engine {
     fn default() -> Self {
-        let prelude = jaq_core::load::parse("def env: $ENV;", |p| p.defs()).expect("prelude parses");
-        let defs = jaq_core::defs()
+        let prelude: Vec<Def> = jaq_core::load::parse("def env: $ENV;", |p| p.defs())
+            .expect("prelude parses")
+            .into_iter()
+            .collect();
+        let standard: Vec<Def> = jaq_core::defs()
             .chain(jaq_std::defs())
             .chain(jaq_json::defs())
-            .chain(prelude)
             .collect();
         Self {
-            defs,
+            standard: standard.iter().map(|d| d.name).collect(),
+            all: standard.into_iter().chain(prelude.iter().cloned()).collect(),
+            prelude,
             compiled: HashMap::new(),
             cached_bytes: 0,
         }
@@ -187,7 +202,13 @@ impl Engine {
         let compiled = match self.compiled.get(&key) {
             Some(compiled) => compiled.clone(),
             None => {
-                let compiled = Rc::new(compile(&self.defs, code, &key.1));
+                // Without the standard definitions when it names none; with them when it
+                // does, or when something it uses turns out to be undefined without them.
+                let lean = (!names_any(code, &self.standard)).then(|| compile(&self.prelude, code, &key.1));
+                let compiled = Rc::new(match lean {
+                    Some(Err(Outcome::Undefined(_))) | None => compile(&self.all, code, &key.1),
+                    Some(lean) => lean,
+                });
                 if self.cached_bytes + code.len() > CACHE_BYTES {
                     self.compiled.clear();
                     self.cached_bytes = 0;
@@ -202,6 +223,19 @@ impl Engine {
             Err(outcome) => outcome.clone(),
         }
     }
+}
+
+/// Whether `code` may name one of `defined`: any identifier outside string literals (inside
+/// them too when a string interpolates). Over-counting costs only time.
+fn names_any(code: &str, defined: &HashSet<&str>) -> bool {
+    static STRING: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*""#).unwrap());
+    static IDENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"@?[A-Za-z_][A-Za-z0-9_]*").unwrap());
+    let scanned = if code.contains("\\(") {
+        std::borrow::Cow::Borrowed(code)
+    } else {
+        STRING.replace_all(code, "\"\"")
+    };
+    IDENT.find_iter(&scanned).any(|m| defined.contains(m.as_str()))
 }
 
 /// Evaluates a template in this process with a fresh [`Engine`].
@@ -378,6 +412,40 @@ mod tests {
                 env: map(env),
             },
         )
+    }
+
+    #[test]
+    fn templates_naming_no_standard_definition_compile_without_them_alike() {
+        let engine = Engine::default();
+        let plain = r#"{"name": "n", "config": {"tasks.max": 1, "a": env.X, "b": ($Y // "d"), "c": "x-\($Y)"}}"#;
+        assert!(!names_any(
+            r#"{"name": "n", "config": {"tasks.max": 1, "a": env.X, "b": $Y}}"#,
+            &engine.standard
+        ));
+        assert!(names_any(r#"{"a": ([$Y] | map(.))}"#, &engine.standard));
+        assert!(
+            names_any(r#"{"a": "\(map(.))"}"#, &engine.standard),
+            "interpolations are code"
+        );
+        let bindings = Bindings {
+            vars: BTreeMap::from([("Y".into(), "Yes".into())]),
+            env: BTreeMap::from([("X".into(), "x".into())]),
+        };
+        for code in [
+            plain,
+            "{a: 1} + {b: 2}",
+            "$Y | ascii_downcase",
+            "[1, 2] | .[0]",
+            "if $Y == \"Yes\" then 1 else 2 end",
+            "nope",
+        ] {
+            let names = vec!["Y".to_string()];
+            let outcome = |defs: &[Def]| match compile(defs, code, &names) {
+                Ok(filter) => format!("{:?}", super::run(&filter, &bindings)),
+                Err(outcome) => format!("{outcome:?}"),
+            };
+            assert_eq!(outcome(&engine.prelude), outcome(&engine.all), "{code}");
+        }
     }
 
     #[test]
