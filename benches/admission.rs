@@ -1,5 +1,7 @@
 //! How long a verdict takes: the work the webhook does per admission request without
-//! `--validate-with-worker` (render in the sandbox + checks on the cached plugin list).
+//! `--validate-with-worker` and without the verdict cache (render in a warm sandbox + checks on
+//! the cached plugin list). A new template text each iteration (the connector's name changes)
+//! unless said otherwise, so every iteration compiles.
 //!   cargo bench --bench admission
 //! Prints a markdown table; BENCHMARKS.md keeps the results from this machine.
 
@@ -8,13 +10,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use connect_gate::pipeline::inputs::TemplateInputs;
-use connect_gate::pipeline::manifest::parse_yaml;
+use connect_gate::pipeline::manifest::{ConnectorConfigMap, parse_yaml};
 use connect_gate::pipeline::plugins::Catalog;
 use connect_gate::pipeline::secrets::Secret;
 use connect_gate::pipeline::template::Renderer;
 use connect_gate::pipeline::verdict::{Pipeline, PluginCheck};
 
-const ITERATIONS: usize = 200;
+const ITERATIONS: usize = 1000;
 
 fn main() {
     let fixture = concat!(
@@ -24,15 +26,17 @@ fn main() {
     let text = std::fs::read_to_string(fixture).expect("the JDBC source fixture");
     let one = parse_yaml(&text, &PathBuf::from(fixture)).unwrap();
     let template = one[0].data.values().next().unwrap().clone();
-    let mut ten = one[0].clone();
-    ten.data = (0..10)
-        .map(|i| {
-            (
-                format!("c{i}.json"),
-                template.replace("jdbc-inventory", &format!("jdbc-{i}")),
-            )
-        })
-        .collect();
+    // `n` connectors in one ConfigMap, named after the iteration so that each is a new text.
+    let connectors = |n: usize, iteration: usize| {
+        let mut cm = one[0].clone();
+        cm.data = (0..n)
+            .map(|i| {
+                let name = format!("jdbc-{iteration}-{i}");
+                (format!("c{i}.json"), template.replace("jdbc-inventory", &name))
+            })
+            .collect();
+        vec![cm]
+    };
 
     let inputs = TemplateInputs {
         vars: [
@@ -60,12 +64,21 @@ fn main() {
 
     println!("| case | iterations | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
-    for (name, cms) in [
-        ("1 connector (JDBC source fixture)", vec![one[0].clone()]),
-        ("10 connectors in one ConfigMap", vec![ten]),
-    ] {
+    type Case<'a> = (&'a str, &'a dyn Fn(usize) -> Vec<ConnectorConfigMap>);
+    let cases: [Case; 3] = [
+        ("1 connector (JDBC source fixture), a new text each time", &|i| {
+            connectors(1, i)
+        }),
+        (
+            "1 connector, the same text each time (compiled once per sandbox)",
+            &|_| vec![one[0].clone()],
+        ),
+        ("10 connectors in one ConfigMap, new texts", &|i| connectors(10, i)),
+    ];
+    for (name, cms) in cases {
         let mut times: Vec<Duration> = (0..ITERATIONS)
-            .map(|_| {
+            .map(|i| {
+                let cms = cms(i);
                 let started = Instant::now();
                 let verdicts = runtime.block_on(pipeline.judge(&cms, &inputs, PluginCheck::Catalog(&catalog)));
                 assert!(verdicts.iter().all(|v| v.accepted()), "{verdicts:?}");
