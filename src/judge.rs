@@ -9,10 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::Store;
 
-use crate::connect::plugin_cache::PluginCache;
+use crate::connect::registry::Destinations;
 use crate::pipeline::inputs::LiveInputs;
 use crate::pipeline::manifest::{ConnectorConfigMap, declaring};
-use crate::pipeline::verdict::{Pipeline, PluginCheck, Verdict};
+use crate::pipeline::verdict::{Pipeline, Verdict};
 
 /// A plugin list younger than this is not refetched after a miss, so a flood of requests naming
 /// an unknown class cannot hammer the worker, and a plugin installed a moment ago is still found.
@@ -21,20 +21,20 @@ pub const MISS_REFRESH_MIN_AGE: Duration = Duration::from_secs(5);
 pub struct Judge {
     pipeline: Pipeline,
     inputs: Arc<LiveInputs>,
-    plugins: Arc<PluginCache>,
+    destinations: Arc<Destinations>,
 }
 
 impl Judge {
-    pub fn new(pipeline: Pipeline, inputs: Arc<LiveInputs>, plugins: Arc<PluginCache>) -> Self {
+    pub fn new(pipeline: Pipeline, inputs: Arc<LiveInputs>, destinations: Arc<Destinations>) -> Self {
         Self {
             pipeline,
             inputs,
-            plugins,
+            destinations,
         }
     }
 
-    pub fn plugins(&self) -> &Arc<PluginCache> {
-        &self.plugins
+    pub fn destinations(&self) -> &Arc<Destinations> {
+        &self.destinations
     }
 
     /// Re-reads the template inputs (Secret volumes rotate). On a read error the last good
@@ -47,33 +47,32 @@ impl Judge {
         }
     }
 
-    /// Why there is no plugin list to check classes against, when there is none.
-    pub fn plugins_unavailable(&self) -> Option<String> {
-        if self.plugins.catalog().is_some() {
+    /// Why there is no plugin list to check `cm`'s classes against, when there is none (its
+    /// destination's).
+    pub fn plugins_unavailable(&self, cm: &ConnectorConfigMap) -> Option<String> {
+        let destination = self.destinations.resolve(&cm.destination).ok()?;
+        if destination.plugins.catalog().is_some() {
             return None;
         }
-        let error = self.plugins.last_error();
+        let error = destination.plugins.last_error();
         Some(format!(
-            "the worker's plugin list is unavailable ({})",
+            "the plugin list of destination {} is unavailable ({})",
+            destination.id,
             error.as_deref().unwrap_or("not fetched yet")
         ))
     }
 
-    /// Judges `cms` together (so a connector name declared twice is caught). Without a cached
-    /// plugin list the plugin check is skipped with a warning.
+    /// Judges `cms` together (so a connector name declared twice is caught), each against its
+    /// destination's plugin list. Without a cached list the plugin check is skipped with a
+    /// warning.
     pub async fn judge(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
         let inputs = self.inputs.current();
-        let catalog = self.plugins.catalog();
-        let unavailable = self.plugins_unavailable().unwrap_or_default();
-        let check = match &catalog {
-            Some(c) => PluginCheck::Catalog(c),
-            None => PluginCheck::Unavailable(&unavailable),
-        };
-        let verdicts = self.pipeline.judge(cms, &inputs, check).await;
+        let mut prepared = self.destinations.prepare(cms);
+        let verdicts = self.pipeline.judge_each(cms, &inputs, &prepared.checks()).await;
         if verdicts.iter().any(|v| v.unknown_class)
-            && let Some(fresh) = self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await
+            && prepared.refresh_after_miss(cms, &verdicts, MISS_REFRESH_MIN_AGE).await
         {
-            return self.pipeline.judge(cms, &inputs, PluginCheck::Catalog(&fresh)).await;
+            return self.pipeline.judge_each(cms, &inputs, &prepared.checks()).await;
         }
         verdicts
     }

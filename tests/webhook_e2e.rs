@@ -374,7 +374,8 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
     let held = finalizers(&env, "good");
     assert_eq!(held.matches("connect-gate.io/cleanup").count(), 1, "{held}");
 
-    // A managed-cluster connector is admitted with a warning kubectl prints.
+    // A managed-cluster connector without the Confluent Cloud API key in --destinations is
+    // denied: it names what is missing and the destinations that exist.
     let cc = configmap_labelled(
         "cloud",
         &[("destination.cc", "cc.env.dev"), ("enabled", "false")],
@@ -384,8 +385,11 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
         )],
     );
     let (ok, text) = dry_run(&env, &cc, false);
-    assert!(ok, "{text}");
-    assert!(text.contains("Warning:") && text.contains("destination.cc"), "{text}");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("label destination.cc needs the confluentCloud section") && text.contains("destinations: local"),
+        "{text}"
+    );
 
     // Free the ConfigMap for cleanup: no reconciler runs in this test.
     remove_finalizers(&env, "good");

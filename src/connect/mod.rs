@@ -1,14 +1,16 @@
 //! The Kafka Connect REST API client, shared by the CLI, the webhook and the reconciler, and
 //! the worker's plugin list cached from it.
 
+pub mod destinations;
 pub mod plugin_cache;
+pub mod registry;
 
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::pipeline::plugins::{Catalog, CatalogError};
-use crate::pipeline::secrets::mask;
+use crate::pipeline::secrets::{Secret, mask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -22,26 +24,97 @@ pub enum ConnectError {
     },
     #[error("Kafka Connect at {url}: {source}")]
     Plugins { url: String, source: CatalogError },
+    #[error("Kafka Connect at {url}: {what} is not usable: {source}")]
+    Tls {
+        url: String,
+        what: &'static str,
+        source: reqwest::Error,
+    },
 }
 
-/// A client for one worker's REST API.
-#[derive(Clone, Debug)]
+/// How requests to a REST endpoint authenticate.
+#[derive(Clone, Debug, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Basic {
+        username: Secret,
+        password: Secret,
+    },
+    Bearer(Secret),
+}
+
+/// What a client of a destination needs besides its URL: auth, and TLS beyond the system roots.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    pub auth: Auth,
+    /// PEM CA certificate(s) the endpoint's certificate must chain to (in addition to the roots).
+    pub ca: Option<Vec<u8>>,
+    /// PEM certificate and private key: mutual TLS.
+    pub identity: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ConnectClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client for one worker's REST API (or Confluent Cloud's Connect API, `base` ending in the
+/// cluster's path prefix).
+#[derive(Clone)]
 pub struct ConnectClient {
     base: String,
     http: reqwest::Client,
+    auth: Auth,
 }
 
 impl ConnectClient {
     pub fn new(base: &str) -> Self {
+        Self::with_options(base, &ClientOptions::default()).expect("a client without TLS options builds")
+    }
+
+    /// A client with auth and TLS options; a CA or client certificate that does not parse is
+    /// an error naming which.
+    pub fn with_options(base: &str, options: &ClientOptions) -> Result<Self, ConnectError> {
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let url = base.trim_end_matches('/').to_string();
+        let tls = |what| {
+            let url = url.clone();
+            move |source| ConnectError::Tls { url, what, source }
+        };
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("HTTP client builds");
-        Self {
-            base: base.trim_end_matches('/').to_string(),
+            .timeout(Duration::from_secs(10));
+        if let Some(ca) = &options.ca {
+            for cert in reqwest::Certificate::from_pem_bundle(ca).map_err(tls("the CA file"))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(identity) = &options.identity {
+            builder = builder.identity(reqwest::Identity::from_pem(identity).map_err(tls("the client certificate"))?);
+        }
+        let http = builder.build().map_err(tls("the TLS configuration"))?;
+        Ok(Self {
+            base: url,
             http,
+            auth: options.auth.clone(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request to `url` with this endpoint's credentials.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.auth {
+            Auth::None => request,
+            Auth::Basic { username, password } => request.basic_auth(username.expose(), Some(password.expose())),
+            Auth::Bearer(token) => request.bearer_auth(token.expose()),
         }
     }
 
@@ -52,7 +125,11 @@ impl ConnectClient {
             url: self.base.clone(),
             source,
         };
-        let response = self.http.get(&url).send().await.map_err(unreachable)?;
+        let response = self
+            .request(reqwest::Method::GET, &url)
+            .send()
+            .await
+            .map_err(unreachable)?;
         if !response.status().is_success() {
             return Err(ConnectError::Status {
                 url: self.base.clone(),
@@ -114,7 +191,12 @@ impl ConnectClient {
             url: self.base.clone(),
             source,
         };
-        let response = self.http.put(&url).json(config).send().await.map_err(unreachable)?;
+        let response = self
+            .request(reqwest::Method::PUT, &url)
+            .json(config)
+            .send()
+            .await
+            .map_err(unreachable)?;
         if !response.status().is_success() {
             return Err(ConnectError::Status {
                 url: self.base.clone(),
@@ -156,6 +238,8 @@ fn urlencode(segment: &str) -> String {
 pub struct RestResponse {
     pub status: reqwest::StatusCode,
     pub body: Vec<u8>,
+    /// How long the server asked to wait before the next request (429, 503).
+    pub retry_after: Option<Duration>,
 }
 
 impl RestResponse {
@@ -185,18 +269,73 @@ impl ConnectClient {
             url: self.base.clone(),
             source,
         };
-        let mut request = self.http.request(method, &url).header("accept", "application/json");
+        let mut request = self.request(method, &url).header("accept", "application/json");
         if let Some(body) = body {
             request = request.json(body);
         }
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(unreachable)?.to_vec();
-        Ok(RestResponse { status, body })
+        Ok(RestResponse {
+            status,
+            body,
+            retry_after,
+        })
     }
+}
+
+/// The wait a rate-limited answer asks for: `Retry-After` in seconds (the HTTP-date form is not
+/// used by Connect or Confluent Cloud), else the seconds until the rate limit resets
+/// (`RateLimit-Reset`, `X-RateLimit-Reset`, as Confluent Cloud sends them).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    ["retry-after", "ratelimit-reset", "x-ratelimit-reset"]
+        .iter()
+        .find_map(|h| headers.get(*h)?.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// `/connectors/{name}` with the name percent-encoded.
 pub fn connector_path(name: &str) -> String {
     format!("/connectors/{}", urlencode(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn the_wait_of_a_rate_limited_answer_comes_from_its_headers() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert_eq!(retry_after(&headers(&[])), None);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "3"), ("ratelimit-reset", "9")])),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", "7")])),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_named() {
+        let bad = ClientOptions {
+            ca: Some(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec()),
+            ..ClientOptions::default()
+        };
+        let e = ConnectClient::with_options("https://x", &bad).unwrap_err().to_string();
+        assert!(e.contains("the CA file"), "{e}");
+    }
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ReconcileArgs;
-use crate::connect::{ConnectClient, ConnectError};
+use crate::connect::ConnectError;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{Metrics, ResultLabels};
 use lease::LeaseConfig;
@@ -80,7 +80,6 @@ pub enum ReconcileError {
 /// What the reconciler works with, built by `serve`.
 pub struct Context {
     pub judge: Arc<Judge>,
-    pub connect: ConnectClient,
     pub metrics: Metrics,
     pub client: kube::Client,
     /// The reconciled namespace's ConfigMaps, filled by [`watch::run`].
@@ -116,7 +115,11 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
             },
             leadership: leadership.clone(),
         },
-        worker: Worker::new(ctx.connect, ctx.metrics.clone(), leadership.clone()),
+        worker: Worker::new(
+            ctx.judge.destinations().local_destination().client.clone(),
+            ctx.metrics.clone(),
+            leadership.clone(),
+        ),
         judge: ctx.judge,
         metrics: ctx.metrics,
         view: ctx.view,

@@ -16,7 +16,7 @@ use super::worker::ActionError;
 use super::{ReconcileError, Reconciler, Rejection, Restarts};
 use crate::metrics::StateLabels;
 use crate::pipeline::manifest::{
-    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, FINALIZER, declaring, is_connector_configmap,
+    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, FINALIZER, Target, declaring, is_connector_configmap,
 };
 use crate::pipeline::verdict::{Desired, Verdict};
 
@@ -48,9 +48,10 @@ impl Reconciler {
         self.judge.reload_inputs();
         let mut objects: Vec<_> = self.view.store.state().into_iter().filter(|cm| ours(cm)).collect();
         objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        if self.judge.plugins().catalog().is_none() {
+        let local = self.judge.destinations().local_destination();
+        if local.plugins.catalog().is_none() {
             // Unlike an admission request, a pass can wait for the worker to answer.
-            self.judge.plugins().refresh().await;
+            local.plugins.refresh().await;
         }
         let judged = declaring(objects.iter().map(|o| o.as_ref()), &self.view.namespace);
         let verdicts = self.judge.judge(&judged).await;
@@ -376,8 +377,8 @@ fn cm_state(object: Arc<ConfigMap>, by_cm: &mut BTreeMap<String, Vec<Verdict>>) 
 
 /// A verdict as the planner sees it.
 fn declared(v: &Verdict) -> Declared {
-    let decl = if v.cloud_target.is_some() {
-        // Runs on a fully managed cluster: never applied to (nor deleted from) the local worker.
+    let decl = if v.destination != Target::Local {
+        // Runs elsewhere: never applied to (nor deleted from) the local worker.
         Decl::Rejected(v.name.clone())
     } else if !v.accepted() {
         match (v.desired, &v.name) {
