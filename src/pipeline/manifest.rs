@@ -72,7 +72,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn from_labels(labels: Option<&BTreeMap<String, String>>) -> Self {
+    pub fn from_labels(labels: Option<&BTreeMap<String, String>>) -> Self {
         let label = |k: &str| labels.and_then(|l| l.get(k)).cloned();
         match (label(DESTINATION_NAME_LABEL), label(CLOUD_LABEL)) {
             (None, None) => Target::Local,

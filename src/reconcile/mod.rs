@@ -8,6 +8,7 @@
 //! ConfigMap (so no delete is ever missed), act, then report ([`status`], pure; written by
 //! [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
 
+pub mod fanout;
 pub mod lease;
 pub mod ledger;
 mod pass;
@@ -35,7 +36,6 @@ use crate::metrics::{Metrics, ResultLabels};
 use lease::LeaseConfig;
 use plan::AppliedHash;
 use status::Rejected;
-use worker::Worker;
 use writer::Writer;
 
 const DEBOUNCE: Duration = Duration::from_millis(700);
@@ -115,11 +115,6 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
             },
             leadership: leadership.clone(),
         },
-        worker: Worker::new(
-            ctx.judge.destinations().local_destination().client.clone(),
-            ctx.metrics.clone(),
-            leadership.clone(),
-        ),
         judge: ctx.judge,
         metrics: ctx.metrics,
         view: ctx.view,
@@ -235,7 +230,6 @@ impl Restarts {
 
 struct Reconciler {
     judge: Arc<Judge>,
-    worker: Worker,
     writer: Writer,
     metrics: Metrics,
     view: NamespaceView,
