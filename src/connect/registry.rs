@@ -45,7 +45,8 @@ pub enum RegistryError {
 
 pub struct Destinations {
     local: Arc<Destination>,
-    named: BTreeMap<String, Arc<Destination>>,
+    /// In the file's order, which messages keep.
+    named: Vec<Arc<Destination>>,
     /// For `destination.cc`: the API key, read at start.
     cloud: Option<(CloudSpec, ClientOptions)>,
     /// `destination.cc` targets resolved so far, by id.
@@ -60,7 +61,7 @@ impl Destinations {
     pub fn local(client: ConnectClient, metrics: Metrics) -> Self {
         Self {
             local: destination(LOCAL.into(), Kind::Connect, client, &metrics),
-            named: BTreeMap::new(),
+            named: Vec::new(),
             cloud: None,
             resolved: RwLock::default(),
             configmaps: OnceLock::new(),
@@ -73,7 +74,7 @@ impl Destinations {
         let mut this = Self::local(client, metrics);
         for spec in &file.named {
             let d = this.build(spec, &spec.client_options(&file.path)?, &file.path)?;
-            this.named.insert(spec.name.clone(), d);
+            this.named.push(d);
         }
         if let Some(cloud) = &file.cloud {
             let probe = cloud.spec("confluentCloud".into(), String::new(), String::new());
@@ -108,7 +109,7 @@ impl Destinations {
 
     /// The declared destinations: the local one first.
     pub fn declared(&self) -> impl Iterator<Item = &Arc<Destination>> {
-        std::iter::once(&self.local).chain(self.named.values())
+        std::iter::once(&self.local).chain(self.named.iter())
     }
 
     /// What a ConfigMap may name, for messages.
@@ -126,7 +127,7 @@ impl Destinations {
         match target {
             Target::Local => Ok(self.local.clone()),
             Target::Named(name) if name == LOCAL => Ok(self.local.clone()),
-            Target::Named(name) => self.named.get(name).cloned().ok_or_else(|| {
+            Target::Named(name) => self.named.iter().find(|d| &d.id == name).cloned().ok_or_else(|| {
                 format!(
                     "destination {name:?} (label connect-gate.io/destination) is not declared in --destinations; destinations: {}",
                     self.choices()

@@ -68,6 +68,9 @@ pub enum ReconcileError {
     Deposed(#[from] lease::Deposed),
     #[error("{failed} action(s) failed; retrying")]
     Incomplete { failed: usize },
+    /// Destinations that could not be read or stopped answering: their ConfigMaps wait.
+    #[error("destination(s) {destinations} unreachable, {failed} action(s) failed; retrying")]
+    Unreachable { destinations: String, failed: usize },
     #[error("cannot update ConfigMap {name}: {source}")]
     ConfigMap { name: String, source: kube::Error },
     #[error("the ledger (Lease {name}): {source}")]

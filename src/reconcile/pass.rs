@@ -243,7 +243,7 @@ impl Reconciler {
             }
         }
 
-        let mut failed = down.len();
+        let mut failed = 0usize;
         let mut acted = 0usize;
         let mut deleted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let index: BTreeMap<String, usize> = cms.iter().enumerate().map(|(i, c)| (c.input.name.clone(), i)).collect();
@@ -300,7 +300,6 @@ impl Reconciler {
                 (Err(ActionError::Fatal(e @ ReconcileError::Deposed(_))), _) => return Err(e),
                 (Err(ActionError::Fatal(e)), cm) => {
                     // This destination stopped answering: its other actions wait for the next pass.
-                    failed += 1;
                     tracing::warn!(%destination, error = %e, "destination unreachable; its remaining actions wait");
                     if let Some(cm) = cm {
                         cm.errors
@@ -390,6 +389,10 @@ impl Reconciler {
             }
         }
         self.report_metrics(&cms, &plans, &live);
+        if !down.is_empty() {
+            let destinations = down.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(ReconcileError::Unreachable { destinations, failed });
+        }
         if failed > 0 {
             return Err(ReconcileError::Incomplete { failed });
         }
