@@ -166,6 +166,32 @@ async fn a_second_connect_cluster_with_basic_auth_is_a_destination() {
     wait_event(&env, "remote", "DriftReverted", &remote).await;
     wait_config_on(&rest, &remote, "topic", &topic_b).await;
 
+    // Moved: a local ConfigMap relabelled to the second cluster deletes its connector from the
+    // local worker and creates it there.
+    let mover = env.connector_name("mover");
+    create(
+        &env,
+        &configmap(
+            "mover",
+            &[],
+            &[("m.json", source_template(&mover, &input, &env.id, ""))],
+        ),
+    )
+    .await;
+    wait_status(&env, "mover", &mover, "RUNNING").await;
+    wait_ledger(&env, &mover, json!("created")).await;
+    merge(
+        &env,
+        "mover",
+        json!({"metadata": {"labels": {"connect-gate.io/destination": "second"}}}),
+    )
+    .await;
+    wait_config_on(&rest, &mover, "topic", &env.id).await;
+    wait_absent(&env.connect_url, &mover).await;
+    wait_ledger(&env, &mover, Value::Null).await;
+    let entry = wait_entry(&env, "mover", &mover, "on second", |s| s["destination"] == "second").await;
+    assert_ne!(entry["state"], "ABSENT", "{entry}");
+
     // Delete: gone from the second cluster, the finalizer released, the ledger entry dropped.
     delete_and_wait_gone(&env, "remote").await;
     wait_absent_on(&rest, &remote).await;

@@ -224,11 +224,11 @@ pub fn cloud_ids(labels: Option<&BTreeMap<String, String>>) -> Result<(String, S
 
 /// The destinations of ConfigMaps judged together, with the plugin lists used.
 pub struct Prepared {
-    targets: Vec<Prepared1>,
+    targets: Vec<Resolved>,
 }
 
 /// One ConfigMap's destination (or why it has none) and the plugin list used for it.
-type Prepared1 = (Result<Arc<Destination>, String>, Option<Arc<Catalog>>);
+type Resolved = (Result<Arc<Destination>, String>, Option<Arc<Catalog>>);
 
 impl Prepared {
     /// What the pipeline checks each ConfigMap against, in order.
