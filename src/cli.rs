@@ -14,7 +14,7 @@ use crate::connect::destinations::{DestinationsFile, LOCAL};
 use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::template::Renderer;
-use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict};
+use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict, settle};
 use crate::webhook::tls;
 
 /// A usage or I/O error: exit 2.
@@ -109,9 +109,11 @@ async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {
         .collect();
     let checks: Vec<DestinationCheck> = offline.iter().map(Offline::check).collect();
     let exe = std::env::current_exe().map_err(|e| err(&e))?;
-    Ok(Pipeline::new(Renderer::new(exe))
+    let mut verdicts = Pipeline::new(Renderer::new(exe))
         .judge_each(&cms, &inputs, &checks)
-        .await)
+        .await;
+    settle(&mut verdicts, &[]);
+    Ok(verdicts)
 }
 
 /// A ConfigMap's destination as `check` and `render` see it without a cluster.

@@ -183,6 +183,15 @@ pub struct ServeArgs {
     /// Time budget for --validate-with-worker; safely under the webhook's 5s timeout.
     #[arg(long, env = "CONNECT_GATE_WORKER_VALIDATION_BUDGET", default_value = "3s", value_parser = parse_duration)]
     pub worker_validation_budget: Duration,
+    /// Template sandboxes kept warm (default: one per CPU, fewer when the container's memory is
+    /// tight). With --sandbox-memory-mib and the sidecar's own 192 MiB they must fit the
+    /// container's memory limit (cgroup), or the sidecar does not start.
+    #[arg(long, env = "CONNECT_GATE_SANDBOXES")]
+    pub sandboxes: Option<usize>,
+    /// Address-space limit of each template sandbox in MiB (default: what fits the container's
+    /// memory limit beside the other sandboxes and the sidecar, at most 512).
+    #[arg(long, env = "CONNECT_GATE_SANDBOX_MEMORY_MIB")]
+    pub sandbox_memory_mib: Option<u64>,
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
 }

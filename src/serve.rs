@@ -21,7 +21,7 @@ use crate::connect::registry::Destinations;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::inputs::LiveInputs;
-use crate::pipeline::template::Renderer;
+use crate::pipeline::sandbox::{self, Renderer};
 use crate::pipeline::verdict::Pipeline;
 use crate::reconcile;
 use crate::reconcile::plan::AppliedHash;
@@ -42,11 +42,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let destinations = Arc::new(destinations);
     let exe = std::env::current_exe().context("locating the connect-gate binary for the template sandbox")?;
-    let judge = Arc::new(Judge::new(
-        Pipeline::new(Renderer::new(exe)),
-        inputs,
-        destinations.clone(),
-    ));
+    let limits = sandbox::Limits::fit_with(
+        sandbox::container_memory(),
+        sandbox::cores(),
+        args.sandboxes,
+        args.sandbox_memory_mib.map(|mib| mib << 20),
+    )
+    .context("sizing the template sandboxes")?;
+    tracing::info!(
+        sandboxes = limits.children,
+        memory_mib = limits.memory >> 20,
+        "template sandboxes started"
+    );
+    let renderer = Renderer::with_limits(exe, limits);
+    let judge = Arc::new(Judge::new(Pipeline::new(renderer), inputs, destinations.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -67,9 +76,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("connecting to the Kubernetes API")?;
         let (store, writer) = reflector::store();
-        let changes = Arc::new(Notify::new());
+        let seen = Arc::new(Notify::new());
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        let (watch, stop) = (reconcile::watch::run(api, writer, changes.clone()), shutdown.clone());
+        let (watch, stop) = (reconcile::watch::run(api, writer, seen.clone()), shutdown.clone());
         tasks.spawn(async move {
             tokio::select! {
                 _ = watch => anyhow::bail!("the ConfigMap watch ended"),
@@ -80,7 +89,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let view = NamespaceView {
             namespace: namespace.clone(),
             store,
+            names: Arc::default(),
         };
+        let changes = Arc::new(Notify::new());
+        spawn_name_indexer(judge.clone(), view.clone(), seen, changes.clone());
         Some((client, view, changes, applied_hash))
     };
 
@@ -263,6 +275,24 @@ fn spawn_inputs_refresher(judge: Arc<Judge>, every: Duration) {
         loop {
             tick.tick().await;
             judge.reload_inputs();
+        }
+    });
+}
+
+/// Keeps the namespace's name index up to date: after each change the watch reports (then
+/// passed on to the reconciler, whose pass finds the verdicts this left in the cache), and
+/// after the template inputs change.
+fn spawn_name_indexer(judge: Arc<Judge>, view: NamespaceView, seen: Arc<Notify>, changes: Arc<Notify>) {
+    tokio::spawn(async move {
+        loop {
+            let from_watch = tokio::select! {
+                _ = seen.notified() => true,
+                _ = judge.inputs_changed().notified() => false,
+            };
+            judge.refresh_names(&view).await;
+            if from_watch {
+                changes.notify_one();
+            }
         }
     });
 }

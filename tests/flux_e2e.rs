@@ -503,7 +503,10 @@ async fn wait_reconciled(env: &TestEnv, flux: &Flux, revision: &str, reason: &st
             let k = kustomization(env)?;
             let c = condition(&k, "Ready").cloned().unwrap_or(Value::Null);
             let attempted = text(&k["status"]["lastAttemptedRevision"]);
-            if attempted == revision && c["reason"] == reason {
+            // kustomize-controller can report Ready before lastAppliedRevision in the same
+            // reconciliation: a success is complete once both say so.
+            let applied = reason != "ReconciliationSucceeded" || text(&k["status"]["lastAppliedRevision"]) == revision;
+            if attempted == revision && c["reason"] == reason && applied {
                 Ok(k)
             } else {
                 Err(format!(

@@ -189,12 +189,35 @@ impl Destinations {
             targets: cms
                 .iter()
                 .map(|cm| {
-                    let d = self.resolve(&cm.destination);
-                    let catalog = d.as_ref().ok().and_then(|d| d.plugins.catalog());
-                    (d, catalog)
+                    let destination = self.resolve(&cm.destination);
+                    let (catalog, unavailable) = match &destination {
+                        Ok(d) => (d.plugins.catalog(), d.plugins_unavailable().unwrap_or_default()),
+                        Err(_) => (None, String::new()),
+                    };
+                    Resolved {
+                        destination,
+                        catalog,
+                        unavailable,
+                    }
                 })
                 .collect(),
         }
+    }
+}
+
+impl Destination {
+    /// Why there is no plugin list to check classes against, when there is none.
+    pub fn plugins_unavailable(&self) -> Option<String> {
+        if self.plugins.catalog().is_some() {
+            return None;
+        }
+        let error = self.plugins.last_error();
+        let error = error.as_deref().unwrap_or("not fetched yet");
+        Some(if self.id == LOCAL {
+            format!("the worker's plugin list is unavailable ({error})")
+        } else {
+            format!("the plugin list of destination {} is unavailable ({error})", self.id)
+        })
     }
 }
 
@@ -228,23 +251,33 @@ pub struct Prepared {
 }
 
 /// One ConfigMap's destination (or why it has none) and the plugin list used for it.
-type Resolved = (Result<Arc<Destination>, String>, Option<Arc<Catalog>>);
+struct Resolved {
+    destination: Result<Arc<Destination>, String>,
+    catalog: Option<Arc<Catalog>>,
+    /// Why there is no plugin list, when there is none.
+    unavailable: String,
+}
 
 impl Prepared {
+    /// The plugin list used for each ConfigMap, in order.
+    pub fn catalogs(&self) -> impl Iterator<Item = Option<&Arc<Catalog>>> {
+        self.targets.iter().map(|r| r.catalog.as_ref())
+    }
+
     /// What the pipeline checks each ConfigMap against, in order.
     pub fn checks(&self) -> Vec<DestinationCheck<'_>> {
         self.targets
             .iter()
-            .map(|(d, catalog)| match d {
+            .map(|r| match &r.destination {
                 Err(why) => DestinationCheck {
                     plugins: PluginCheck::Skip,
                     unusable: Some(why),
                     no_stop: None,
                 },
                 Ok(d) => DestinationCheck {
-                    plugins: match catalog {
+                    plugins: match &r.catalog {
                         Some(c) => PluginCheck::Catalog(c),
-                        None => PluginCheck::Unavailable(NOT_FETCHED),
+                        None => PluginCheck::Unavailable(&r.unavailable),
                     },
                     unusable: None,
                     no_stop: d.kind.is_cloud().then_some(d.id.as_str()),
@@ -262,22 +295,23 @@ impl Prepared {
         min_age: Duration,
     ) -> bool {
         let mut changed = false;
-        for (cm, (d, catalog)) in cms.iter().zip(self.targets.iter_mut()) {
+        for (cm, r) in cms.iter().zip(self.targets.iter_mut()) {
             let missed = verdicts.iter().any(|v| v.unknown_class && v.origin == cm.origin);
-            let Ok(d) = d else { continue };
-            if missed && let Some(fresh) = d.plugins.refresh_after_miss(min_age).await {
-                *catalog = Some(fresh);
-                changed = true;
-            } else if missed {
-                *catalog = d.plugins.catalog();
+            let Ok(d) = &r.destination else { continue };
+            if !missed {
+                continue;
+            }
+            match d.plugins.refresh_after_miss(min_age).await {
+                Some(fresh) => {
+                    r.catalog = Some(fresh);
+                    changed = true;
+                }
+                None => r.catalog = d.plugins.catalog(),
             }
         }
         changed
     }
 }
-
-/// Shown when a destination's plugin list is not there yet: the cache's own error is in the log.
-const NOT_FETCHED: &str = "the destination's plugin list is unavailable";
 
 #[cfg(test)]
 mod tests {

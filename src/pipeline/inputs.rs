@@ -152,11 +152,13 @@ fn env_visible(name: &str, allow: Option<&Regex>) -> bool {
     !name.starts_with(OWN_ENV_PREFIX) && allow.is_none_or(|re| re.is_match(name))
 }
 
-/// The inputs as last read, re-read on demand so rotated Secret volumes are seen.
+/// The inputs as last read, re-read on demand so rotated Secret volumes are seen, with a
+/// generation that counts their changes (what caches of verdicts are keyed by; a count, so
+/// nothing about the values).
 #[derive(Debug)]
 pub struct LiveInputs {
     sources: InputSources,
-    current: std::sync::RwLock<std::sync::Arc<TemplateInputs>>,
+    current: std::sync::RwLock<(u64, std::sync::Arc<TemplateInputs>)>,
 }
 
 impl LiveInputs {
@@ -164,11 +166,16 @@ impl LiveInputs {
         let inputs = sources.load()?;
         Ok(Self {
             sources,
-            current: std::sync::RwLock::new(std::sync::Arc::new(inputs)),
+            current: std::sync::RwLock::new((0, std::sync::Arc::new(inputs))),
         })
     }
 
     pub fn current(&self) -> std::sync::Arc<TemplateInputs> {
+        self.generation().1
+    }
+
+    /// The inputs and their generation, read together.
+    pub fn generation(&self) -> (u64, std::sync::Arc<TemplateInputs>) {
         self.current.read().expect("not poisoned").clone()
     }
 
@@ -176,9 +183,9 @@ impl LiveInputs {
     pub fn reload(&self) -> Result<bool, InputError> {
         let fresh = self.sources.load()?;
         let mut current = self.current.write().expect("not poisoned");
-        let changed = **current != fresh;
+        let changed = *current.1 != fresh;
         if changed {
-            *current = std::sync::Arc::new(fresh);
+            *current = (current.0 + 1, std::sync::Arc::new(fresh));
         }
         Ok(changed)
     }

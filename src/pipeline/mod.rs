@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod manifest;
 pub mod plugins;
 pub mod properties;
+pub mod sandbox;
 pub mod secrets;
 pub mod template;
 pub mod verdict;

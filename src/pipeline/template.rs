@@ -1,25 +1,27 @@
-//! Evaluating connector templates (jq programs) safely.
+//! Evaluating connector templates (jq programs) safely: the child's side.
 //!
 //! Templates are data, not programs, but jq can express non-terminating or exploding
 //! computations (`def f: f; f`, `[range(1e9)]`, `"x" * 1e9`, deep nesting). No in-process
-//! interpreter can be stopped in the middle of such a step, so every template is evaluated in a
-//! child process (this same binary, hidden subcommand `__render`) that lowers its own memory and
-//! CPU limits before reading anything and is killed at a wall-clock deadline. The values reach
-//! it through a pipe: nothing is written to disk or put on a command line.
+//! interpreter can be stopped in the middle of such a step, so templates are evaluated in child
+//! processes (this same binary, hidden subcommand `__render`) that lower their own memory and
+//! CPU limits before reading anything and are killed at a deadline ([`super::sandbox`] keeps a
+//! warm pool of them). A child answers framed requests (a 4-byte big-endian length, then JSON)
+//! on its stdin until it is closed. The values reach it through the pipe: nothing is written to
+//! disk or put on a command line.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::LazyLock;
+
+use regex::Regex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
+
+pub use super::sandbox::{Renderer, SandboxError};
 
 /// What the child evaluates: one template against each set of bindings in turn, one outcome
-/// each. One child for all of them, because starting it is most of the cost of a render.
+/// each.
 #[derive(Serialize, Deserialize)]
 pub struct Request {
     pub code: String,
@@ -55,7 +57,7 @@ pub struct Undefined {
 }
 
 /// The child's answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Outcome {
     Value(Value),
     Syntax {
@@ -70,173 +72,197 @@ pub enum Outcome {
     TooLarge,
 }
 
-/// The child process failed rather than answered.
-#[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
-    #[error("the template did not finish within {0:?} (templates are data: no unbounded recursion or generators)")]
-    Timeout(Duration),
-    #[error("the template exhausted the renderer's memory limit")]
-    OutOfMemory,
-    #[error("the template is nested or recursive too deeply")]
-    StackOverflow,
-    #[error("the renderer failed ({0})")]
-    Crashed(String),
-    #[error("cannot start the renderer {}: {source}", exe.display())]
-    Spawn { exe: PathBuf, source: std::io::Error },
-}
+/// A child's memory limit when it is not given one on its command line.
+pub const MEMORY_LIMIT: u64 = super::sandbox::MAX_CHILD_MEMORY;
+/// The largest outcome of one run; larger ones become [`Outcome::TooLarge`].
+pub const MAX_OUTPUT: usize = 1 << 20;
+const MAX_REQUEST: usize = 16 << 20;
 
-/// Limits a single evaluation runs under.
-pub const MEMORY_LIMIT: u64 = 512 << 20;
-pub const CPU_LIMIT_SECS: u64 = 2;
-const MAX_OUTPUT: usize = 1 << 20;
-const MAX_REQUEST: u64 = 16 << 20;
-
-/// The most the parent reads of an answer: every run's outcome at its largest, and room for
-/// the list around them.
-fn answer_limit(runs: usize) -> usize {
-    (MAX_OUTPUT + 1024) * runs.max(1)
-}
-
-/// Spawns sandboxed evaluations; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Renderer {
-    exe: PathBuf,
-    timeout: Duration,
-    permits: Arc<Semaphore>,
-}
-
-impl Renderer {
-    /// `exe` is a connect-gate binary (normally `std::env::current_exe()`).
-    pub fn new(exe: PathBuf) -> Self {
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
-        Self {
-            exe,
-            timeout: Duration::from_millis(750),
-            permits: Arc::new(Semaphore::new(parallel)),
-        }
-    }
-
-    /// One outcome per run of `request`, in order.
-    pub async fn eval(&self, request: &Request) -> Result<Vec<Outcome>, SandboxError> {
-        let runs = request.runs.len();
-        let _permit = self.permits.acquire().await.expect("semaphore never closed");
-        let mut child = tokio::process::Command::new(&self.exe)
-            .arg("__render")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| SandboxError::Spawn {
-                exe: self.exe.clone(),
-                source,
-            })?;
-        let input = serde_json::to_vec(request).expect("request serialises");
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut stdout = child.stdout.take().expect("piped").take(answer_limit(runs) as u64);
-        let mut stderr = child.stderr.take().expect("piped").take(64 << 10);
-        let run = async {
-            // The child reads all input before it writes, so writing first cannot deadlock.
-            let _ = stdin.write_all(&input).await;
-            drop(stdin);
-            let mut out = Vec::new();
-            let mut err = Vec::new();
-            let (o, e) = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-            o.and(e).map_err(|e| SandboxError::Crashed(e.to_string()))?;
-            let status = child.wait().await.map_err(|e| SandboxError::Crashed(e.to_string()))?;
-            Ok::<_, SandboxError>((status, out, err))
-        };
-        let (status, out, err) = tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| SandboxError::Timeout(self.timeout))??;
-        if let Ok(outcomes) = serde_json::from_slice::<Vec<Outcome>>(&out) {
-            if outcomes.len() != runs {
-                return Err(SandboxError::Crashed(format!(
-                    "{} outcomes for {runs} runs",
-                    outcomes.len()
-                )));
-            }
-            return Ok(outcomes);
-        }
-        // Only classify stderr, never echo it: a panic message could quote a value.
-        let err = String::from_utf8_lossy(&err);
-        Err(if err.contains("overflowed its stack") {
-            SandboxError::StackOverflow
-        } else if err.contains("memory allocation") || err.contains("capacity overflow") {
-            SandboxError::OutOfMemory
-        } else if out.len() >= answer_limit(runs) {
-            return Ok((0..runs).map(|_| Outcome::TooLarge).collect());
-        } else {
-            SandboxError::Crashed(status.to_string())
-        })
-    }
-}
-
-/// Entry point of the `__render` child: limit itself, read a request, answer on stdout.
+/// Entry point of the `__render` child: limit itself (address space from its first argument,
+/// cumulative CPU), then answer framed requests until stdin closes.
 pub fn child_main() -> std::process::ExitCode {
     use std::io::{Read, Write};
-    let limits = rlimit::setrlimit(rlimit::Resource::AS, MEMORY_LIMIT, MEMORY_LIMIT)
-        .and_then(|()| rlimit::setrlimit(rlimit::Resource::CPU, CPU_LIMIT_SECS, CPU_LIMIT_SECS + 1));
+    let memory = std::env::args()
+        .nth(2)
+        .and_then(|m| m.parse::<u64>().ok())
+        .unwrap_or(MEMORY_LIMIT);
+    let cpu = super::sandbox::CHILD_CPU_SECS;
+    let limits = rlimit::setrlimit(rlimit::Resource::AS, memory, memory)
+        .and_then(|()| rlimit::setrlimit(rlimit::Resource::CPU, cpu, cpu + 1));
     if limits.is_err() {
         return std::process::ExitCode::from(3);
     }
-    let mut input = Vec::new();
-    if std::io::stdin().take(MAX_REQUEST).read_to_end(&mut input).is_err() {
-        return std::process::ExitCode::from(3);
-    }
-    let Ok(request) = serde_json::from_slice::<Request>(&input) else {
-        return std::process::ExitCode::from(3);
-    };
-    let mut answer = b"[".to_vec();
-    for (i, bindings) in request.runs.iter().enumerate() {
-        let mut outcome = serde_json::to_vec(&eval(&request.code, bindings)).expect("outcome serialises");
-        if outcome.len() > MAX_OUTPUT {
-            outcome = serde_json::to_vec(&Outcome::TooLarge).expect("outcome serialises");
+    let mut engine = Engine::default();
+    let mut stdin = std::io::stdin().lock();
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let mut len = [0u8; 4];
+        if stdin.read_exact(&mut len).is_err() {
+            // Closed: the pool is done with this child.
+            return std::process::ExitCode::SUCCESS;
         }
-        if i > 0 {
-            answer.push(b',');
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_REQUEST {
+            return std::process::ExitCode::from(3);
         }
-        answer.extend(outcome);
+        let mut input = vec![0u8; len];
+        if stdin.read_exact(&mut input).is_err() {
+            return std::process::ExitCode::from(3);
+        }
+        let Ok(request) = serde_json::from_slice::<Request>(&input) else {
+            return std::process::ExitCode::from(3);
+        };
+        let answer = engine.answer(&request);
+        let Ok(len) = u32::try_from(answer.len()) else {
+            return std::process::ExitCode::from(3);
+        };
+        let sent = stdout
+            .write_all(&len.to_be_bytes())
+            .and_then(|()| stdout.write_all(&answer))
+            .and_then(|()| stdout.flush());
+        if sent.is_err() {
+            return std::process::ExitCode::from(3);
+        }
     }
-    answer.push(b']');
-    let _ = std::io::stdout().write_all(&answer);
-    std::process::ExitCode::SUCCESS
 }
 
 /// jaq's native `env` reads the whole process environment; templates get a definition over the
 /// filtered `$ENV` instead. (Other effects, such as `halt` or `debug`, stay inside the child.)
 const BLOCKED_BUILTINS: &[&str] = &["env"];
 
-/// Evaluates a template in this process. Only the sandboxed child calls this with untrusted code.
-pub fn eval(code: &str, bindings: &Bindings) -> Outcome {
-    use jaq_core::load::{Arena, File, Loader};
-    use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
-    use jaq_json::Val;
+type Filter = jaq_core::Filter<jaq_core::data::JustLut<jaq_json::Val>>;
+type Def = jaq_core::load::parse::Def<&'static str>;
 
-    let prelude = jaq_core::load::parse("def env: $ENV;", |p| p.defs()).expect("prelude parses");
-    let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs())
-        .chain(prelude);
+/// A template and the names of the variables bound for it.
+type TemplateKey = (String, Vec<String>);
+/// A compiled template, or why it does not compile.
+type Compiled = Result<Filter, Outcome>;
+
+/// Compiled templates a child keeps, by total template bytes: past it the cache starts over.
+const CACHE_BYTES: usize = 8 << 20;
+
+/// A child's evaluator: jq's standard definitions parsed once, and each template compiled once
+/// for a given set of variable names (the real and placeholder renders share it). A template
+/// that names none of the standard definitions is compiled without them (only the native
+/// filters and `env`): most templates are data, and compiling the definitions is most of the
+/// cost of a render.
+pub struct Engine {
+    /// jq's, jaq's and connect-gate's definitions.
+    all: Vec<Def>,
+    /// Only connect-gate's.
+    prelude: Vec<Def>,
+    /// The names the standard definitions define.
+    standard: HashSet<&'static str>,
+    compiled: HashMap<TemplateKey, Rc<Compiled>>,
+    cached_bytes: usize,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        let prelude: Vec<Def> = jaq_core::load::parse("def env: $ENV;", |p| p.defs())
+            .expect("prelude parses")
+            .into_iter()
+            .collect();
+        let standard: Vec<Def> = jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .collect();
+        Self {
+            standard: standard.iter().map(|d| d.name).collect(),
+            all: standard.into_iter().chain(prelude.iter().cloned()).collect(),
+            prelude,
+            compiled: HashMap::new(),
+            cached_bytes: 0,
+        }
+    }
+}
+
+impl Engine {
+    /// Every run of `request`, as the JSON list of their outcomes; each outcome larger than
+    /// [`MAX_OUTPUT`] becomes [`Outcome::TooLarge`].
+    fn answer(&mut self, request: &Request) -> Vec<u8> {
+        let mut answer = b"[".to_vec();
+        for (i, bindings) in request.runs.iter().enumerate() {
+            let mut outcome = serde_json::to_vec(&self.eval(&request.code, bindings)).expect("outcome serialises");
+            if outcome.len() > MAX_OUTPUT {
+                outcome = serde_json::to_vec(&Outcome::TooLarge).expect("outcome serialises");
+            }
+            if i > 0 {
+                answer.push(b',');
+            }
+            answer.extend(outcome);
+        }
+        answer.push(b']');
+        answer
+    }
+
+    /// Evaluates a template in this process. Only a sandboxed child runs untrusted code.
+    pub fn eval(&mut self, code: &str, bindings: &Bindings) -> Outcome {
+        let key = (code.to_string(), bindings.vars.keys().cloned().collect::<Vec<_>>());
+        let compiled = match self.compiled.get(&key) {
+            Some(compiled) => compiled.clone(),
+            None => {
+                // Without the standard definitions when it names none; with them when it
+                // does, or when something it uses turns out to be undefined without them.
+                let lean = (!names_any(code, &self.standard)).then(|| compile(&self.prelude, code, &key.1));
+                let compiled = Rc::new(match lean {
+                    Some(Err(Outcome::Undefined(_))) | None => compile(&self.all, code, &key.1),
+                    Some(lean) => lean,
+                });
+                if self.cached_bytes + code.len() > CACHE_BYTES {
+                    self.compiled.clear();
+                    self.cached_bytes = 0;
+                }
+                self.cached_bytes += code.len();
+                self.compiled.insert(key, compiled.clone());
+                compiled
+            }
+        };
+        match compiled.as_ref() {
+            Ok(filter) => run(filter, bindings),
+            Err(outcome) => outcome.clone(),
+        }
+    }
+}
+
+/// Whether `code` may name one of `defined`: any identifier outside string literals (inside
+/// them too when a string interpolates). Over-counting costs only time.
+fn names_any(code: &str, defined: &HashSet<&str>) -> bool {
+    static STRING: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*""#).unwrap());
+    static IDENT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"@?[A-Za-z_][A-Za-z0-9_]*").unwrap());
+    let scanned = if code.contains("\\(") {
+        std::borrow::Cow::Borrowed(code)
+    } else {
+        STRING.replace_all(code, "\"\"")
+    };
+    IDENT.find_iter(&scanned).any(|m| defined.contains(m.as_str()))
+}
+
+/// Evaluates a template in this process with a fresh [`Engine`].
+pub fn eval(code: &str, bindings: &Bindings) -> Outcome {
+    Engine::default().eval(code, bindings)
+}
+
+/// Compiles `code` with `$ENV` and the variables `vars` bound; a syntax error or undefined
+/// symbols come back as their outcome.
+fn compile(defs: &[Def], code: &str, vars: &[String]) -> Result<Filter, Outcome> {
+    use jaq_core::Compiler;
+    use jaq_core::load::{Arena, File, Loader};
+
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
         .filter(|(name, _, _)| !BLOCKED_BUILTINS.contains(name));
-
     let arena = Arena::default();
-    let modules = match Loader::new(defs).load(&arena, File { code, path: () }) {
-        Ok(modules) => modules,
-        Err(errors) => return syntax_outcome(code, errors),
-    };
-    let names: Vec<String> = bindings.vars.keys().map(|k| format!("${k}")).collect();
-    let filter = match Compiler::default()
+    let modules = Loader::new(defs.iter().cloned())
+        .load(&arena, File { code, path: () })
+        .map_err(|errors| syntax_outcome(code, errors))?;
+    let names: Vec<String> = vars.iter().map(|k| format!("${k}")).collect();
+    Compiler::default()
         .with_funs(funs)
         .with_global_vars(names.iter().map(String::as_str).chain(["$ENV"]))
         .compile(modules)
-    {
-        Ok(filter) => filter,
-        Err(errors) => {
+        .map_err(|errors| {
             let undefined = errors
                 .into_iter()
                 .flat_map(|(_, errs)| errs)
@@ -246,9 +272,14 @@ pub fn eval(code: &str, bindings: &Bindings) -> Outcome {
                     pos: pos_of(code, name),
                 })
                 .collect();
-            return Outcome::Undefined(undefined);
-        }
-    };
+            Outcome::Undefined(undefined)
+        })
+}
+
+/// Runs a compiled template against the values of one render.
+fn run(filter: &Filter, bindings: &Bindings) -> Outcome {
+    use jaq_core::{Ctx, Vars, data, unwrap_valr};
+    use jaq_json::Val;
 
     let string = |s: &String| Val::from(s.clone());
     let env = bindings.env.iter().map(|(k, v)| (string(k), string(v))).collect();
@@ -381,6 +412,40 @@ mod tests {
                 env: map(env),
             },
         )
+    }
+
+    #[test]
+    fn templates_naming_no_standard_definition_compile_without_them_alike() {
+        let engine = Engine::default();
+        let plain = r#"{"name": "n", "config": {"tasks.max": 1, "a": env.X, "b": ($Y // "d"), "c": "x-\($Y)"}}"#;
+        assert!(!names_any(
+            r#"{"name": "n", "config": {"tasks.max": 1, "a": env.X, "b": $Y}}"#,
+            &engine.standard
+        ));
+        assert!(names_any(r#"{"a": ([$Y] | map(.))}"#, &engine.standard));
+        assert!(
+            names_any(r#"{"a": "\(map(.))"}"#, &engine.standard),
+            "interpolations are code"
+        );
+        let bindings = Bindings {
+            vars: BTreeMap::from([("Y".into(), "Yes".into())]),
+            env: BTreeMap::from([("X".into(), "x".into())]),
+        };
+        for code in [
+            plain,
+            "{a: 1} + {b: 2}",
+            "$Y | ascii_downcase",
+            "[1, 2] | .[0]",
+            "if $Y == \"Yes\" then 1 else 2 end",
+            "nope",
+        ] {
+            let names = vec!["Y".to_string()];
+            let outcome = |defs: &[Def]| match compile(defs, code, &names) {
+                Ok(filter) => format!("{:?}", super::run(&filter, &bindings)),
+                Err(outcome) => format!("{outcome:?}"),
+            };
+            assert_eq!(outcome(&engine.prelude), outcome(&engine.all), "{code}");
+        }
     }
 
     #[test]

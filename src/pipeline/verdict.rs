@@ -294,19 +294,22 @@ impl Pipeline {
         Self { renderer }
     }
 
-    /// Judges every data key of every ConfigMap, including names declared twice across them,
-    /// against one plugin list.
+    /// Judges every data key of every ConfigMap against one plugin list, including names
+    /// declared twice across them.
     pub async fn judge(
         &self,
         cms: &[ConnectorConfigMap],
         inputs: &TemplateInputs,
         plugins: PluginCheck<'_>,
     ) -> Vec<Verdict> {
-        self.judge_each(cms, inputs, &vec![plugins.into(); cms.len()]).await
+        let mut verdicts = self.judge_each(cms, inputs, &vec![plugins.into(); cms.len()]).await;
+        settle(&mut verdicts, &[]);
+        verdicts
     }
 
-    /// [`Pipeline::judge`] with each ConfigMap checked against its own destination: `checks[i]`
-    /// for `cms[i]`. A connector name is unique across destinations too.
+    /// Judges every data key of every ConfigMap on its own, each ConfigMap against its own
+    /// destination (`checks[i]` for `cms[i]`): names declared twice, across destinations too,
+    /// are left to [`settle`], which every judgement must end with.
     pub async fn judge_each(
         &self,
         cms: &[ConnectorConfigMap],
@@ -326,13 +329,7 @@ impl Pipeline {
                 .map(futures::future::Either::Left)
                 .chain(binary.map(futures::future::Either::Right))
         });
-        let mut verdicts: Vec<Verdict> = futures::future::join_all(jobs).await;
-        mark_duplicates(&mut verdicts);
-        for v in verdicts.iter_mut().filter(|v| !v.accepted() && v.name != v.shown_name) {
-            // Nothing is applied under it, and the reconciler would record it in an annotation.
-            v.name = None;
-        }
-        verdicts
+        futures::future::join_all(jobs).await
     }
 
     async fn judge_key(
@@ -887,29 +884,71 @@ fn name_problem(name: &str) -> Option<Problem> {
     })
 }
 
+/// A connector name declared by a data key outside the verdicts being settled.
+#[derive(Clone, Debug)]
+pub struct Declaration {
+    pub origin: Origin,
+    pub key: String,
+    /// The real name: never shown.
+    pub name: String,
+}
+
+impl Declaration {
+    /// The names `verdicts` declare, as [`settle`] counts them: before it withholds any.
+    pub fn of(verdicts: &[Verdict]) -> Vec<Declaration> {
+        verdicts
+            .iter()
+            .filter_map(|v| {
+                Some(Declaration {
+                    origin: v.origin.clone(),
+                    key: v.key.clone(),
+                    name: v.name.clone()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Ends a judgement: rejects each name declared twice, among `verdicts` or by one of
+/// `elsewhere` (the other ConfigMaps of the namespace), then withholds the names of rejected
+/// connectors that depend on variable or env values.
+pub fn settle(verdicts: &mut [Verdict], elsewhere: &[Declaration]) {
+    mark_duplicates(verdicts, elsewhere);
+    for v in verdicts.iter_mut().filter(|v| !v.accepted() && v.name != v.shown_name) {
+        // Nothing is applied under it, and the reconciler would record it in an annotation.
+        v.name = None;
+    }
+}
+
 /// Decided on the real names; each message names its connector as the placeholder render does.
-fn mark_duplicates(verdicts: &mut [Verdict]) {
-    let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, v) in verdicts.iter().enumerate() {
-        if let Some(name) = &v.name {
-            by_name.entry(name.clone()).or_default().push(i);
+fn mark_duplicates(verdicts: &mut [Verdict], elsewhere: &[Declaration]) {
+    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let here: Vec<(usize, String, String)> = verdicts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| Some((i, v.name.clone()?, format!("{}, key {}", v.origin, v.key))))
+        .collect();
+    for (_, name, place) in &here {
+        by_name.entry(name).or_default().push(place.clone());
+    }
+    for d in elsewhere {
+        if let Some(places) = by_name.get_mut(d.name.as_str()) {
+            places.push(format!("{}, key {}", d.origin, d.key));
         }
     }
-    for indexes in by_name.into_values().filter(|ix| ix.len() > 1) {
-        for &i in &indexes {
-            let others: Vec<String> = indexes
-                .iter()
-                .filter(|&&j| j != i)
-                .map(|&j| format!("{}, key {}", verdicts[j].origin, verdicts[j].key))
-                .collect();
-            let problem = Problem::Duplicate {
-                name: verdicts[i].shown_name.clone(),
-                other: others.join("; "),
-            };
-            verdicts[i].problems.push(problem.to_string());
-            verdicts[i].connector = None;
-            verdicts[i].shown = None;
+    for (i, name, place) in &here {
+        let places = &by_name[name.as_str()];
+        if places.len() < 2 {
+            continue;
         }
+        let others: Vec<&str> = places.iter().filter(|p| *p != place).map(String::as_str).collect();
+        let problem = Problem::Duplicate {
+            name: verdicts[*i].shown_name.clone(),
+            other: others.join("; "),
+        };
+        verdicts[*i].problems.push(problem.to_string());
+        verdicts[*i].connector = None;
+        verdicts[*i].shown = None;
     }
 }
 

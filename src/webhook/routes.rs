@@ -28,8 +28,8 @@ pub struct Webhook {
     pub metrics: Metrics,
     /// The namespace this sidecar reconciles (even under `--no-reconcile`): the only one judged.
     pub namespace: String,
-    /// The reconciled namespace's ConfigMaps, when this sidecar reconciles: their connector
-    /// names are checked.
+    /// The reconciled namespace's ConfigMaps, when this sidecar reconciles: the names they
+    /// declare are checked.
     pub neighbours: Option<NamespaceView>,
     /// The reconciler's username, the only one that may change connect-gate's records on a
     /// ConfigMap (`None`: unknown, so nobody may).
@@ -133,20 +133,12 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
 
 impl Webhook {
     async fn judge(&self, cm: ConnectorConfigMap) -> Decision {
-        let origin = cm.origin.clone();
-        // Neighbours are judged only so that a name declared twice is caught, as the reconciler
-        // catches it; their own verdicts are theirs.
-        let cms = match &self.neighbours {
-            Some(view) => view.with_neighbours(cm),
-            None => vec![cm],
-        };
         if self.on_plugins_unavailable == OnPluginsUnavailable::Deny
-            && let Some(why) = self.judge.plugins_unavailable(&cms[0])
+            && let Some(why) = self.judge.plugins_unavailable(&cm)
         {
             return Decision::deny(format!("{why} and --on-plugins-unavailable=deny"), vec![]);
         }
-        let mut verdicts = self.judge.judge(&cms).await;
-        verdicts.retain(|v| v.origin == origin);
+        let verdicts = self.judge.judge_admitted(cm, self.neighbours.as_ref()).await;
         let mut decision = admission::decide(&verdicts);
         if let (None, Some(budget)) = (&decision.denial, self.worker_validation) {
             self.validate_with_worker(&verdicts, budget, &mut decision).await;

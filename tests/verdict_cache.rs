@@ -1,0 +1,112 @@
+//! The verdict cache the webhook and the reconciler share: a dry-run followed by the real
+//! apply, or a resync, renders nothing again; new inputs do.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use connect_gate::connect::ConnectClient;
+use connect_gate::connect::registry::Destinations;
+use connect_gate::judge::Judge;
+use connect_gate::metrics::Metrics;
+use connect_gate::pipeline::inputs::{InputSources, LiveInputs};
+use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target};
+use connect_gate::pipeline::template::Renderer;
+use connect_gate::pipeline::verdict::{Pipeline, Verdict};
+
+fn configmap(name: &str) -> ConnectorConfigMap {
+    let template = |n: &str| {
+        format!(
+            r#"{{"name": "{n}", "config": {{"connector.class": "FileStreamSink", "topics": "t", "file": $URL, "password": env.PW}}}}"#
+        )
+    };
+    ConnectorConfigMap {
+        origin: Origin {
+            namespace: Some("ns".into()),
+            name: name.into(),
+            file: None,
+        },
+        enabled: true,
+        destination: Target::Local,
+        data: BTreeMap::from([
+            ("a.json".to_string(), template("a")),
+            ("b.json".to_string(), template("b")),
+        ]),
+        binary_keys: vec!["bin".into()],
+    }
+}
+
+/// What a verdict says and would apply, without where it is declared.
+fn substance(v: &Verdict) -> (Vec<String>, Vec<String>, Option<BTreeMap<String, String>>) {
+    (
+        v.problems.clone(),
+        v.warnings.clone(),
+        v.connector.as_ref().map(|c| c.config.clone()),
+    )
+}
+
+#[test]
+fn dry_run_then_apply_and_resync_render_nothing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("url"), "/tmp/out-1").unwrap();
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "PW=first-secret\n").unwrap();
+    let inputs = LiveInputs::load(InputSources {
+        vars_dirs: vec![dir.path().to_path_buf()],
+        env_file: Some(env_file.clone()),
+        env_allow: None,
+    })
+    .unwrap();
+    let renderer = Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate")));
+    // No worker: the plugin check is skipped with a warning, which is cached too.
+    let destinations = Destinations::local(ConnectClient::new("http://127.0.0.1:9"), Metrics::new().0);
+    let judge = Judge::new(
+        Pipeline::new(renderer.clone()),
+        Arc::new(inputs),
+        Arc::new(destinations),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let first = judge.judge_admitted(configmap("cm"), None).await;
+        let rendered = renderer.requests();
+        assert_eq!(rendered, 2, "one request per data key");
+        assert!(first.iter().take(2).all(|v| v.accepted()), "{first:?}");
+        assert_eq!(first[2].key, "bin");
+
+        // The real apply after the dry-run, the reconciler's pass, a resync: no render.
+        let applied = judge.judge_admitted(configmap("cm"), None).await;
+        let passed = judge.judge(&[configmap("cm")]).await;
+        let resynced = judge.judge(&[configmap("cm")]).await;
+        assert_eq!(renderer.requests(), rendered);
+        for again in [&applied, &passed, &resynced] {
+            assert_eq!(
+                again.iter().map(substance).collect::<Vec<_>>(),
+                first.iter().map(substance).collect::<Vec<_>>()
+            );
+        }
+        // The same data under another name is judged under that name.
+        let other = judge.judge(&[configmap("cm"), configmap("copy")]).await;
+        assert_eq!(renderer.requests(), rendered);
+        assert_eq!(other[3].origin.name, "copy");
+        assert_eq!(other[3].key, "a.json");
+        assert!(
+            other[0]
+                .problems
+                .iter()
+                .any(|p| p.contains("also declared by ConfigMap ns/copy, key a.json"))
+        );
+
+        // Rotated secrets: judged again, with the new value.
+        std::fs::write(&env_file, "PW=second-secret\n").unwrap();
+        assert!(judge.reload_inputs());
+        let rotated = judge.judge(&[configmap("cm")]).await;
+        assert_eq!(renderer.requests(), rendered + 2);
+        assert_eq!(
+            rotated[0].connector.as_ref().unwrap().config["password"],
+            "second-secret"
+        );
+    });
+}
