@@ -302,6 +302,10 @@ pub fn connector_path(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
 
@@ -326,6 +330,113 @@ mod tests {
         assert_eq!(
             retry_after(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")])),
             None
+        );
+    }
+
+    /// A Connect REST endpoint over TLS that requires a client certificate from `ca` and
+    /// answers `GET /connector-plugins` with the Authorization header it got, as a class name.
+    async fn mtls_endpoint(server: &crate::webhook::tls::CertFiles) -> String {
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&server.ca_cert).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let resolver = crate::webhook::tls::CertResolver::load(server.cert.clone(), server.key.clone()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(resolver);
+        let app = axum::Router::new().route(
+            "/connector-plugins",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("none")
+                    .replace(' ', ".");
+                format!(r#"[{{"class": "auth.{auth}"}}]"#)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(crate::webhook::tls::serve(
+            listener,
+            Arc::new(config),
+            app,
+            std::future::pending(),
+        ));
+        url
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_with_a_ca_and_basic_or_bearer_credentials_reach_the_endpoint() {
+        use crate::webhook::tls::generate_certs;
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let server = generate_certs(&dir.path().join("server"), &[], &["127.0.0.1".parse().unwrap()]).unwrap();
+        let url = mtls_endpoint(&server).await;
+        let ca = std::fs::read(&server.ca_cert).unwrap();
+        // A client certificate from the same CA.
+        let ca_key =
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("server/ca.key")).unwrap()).unwrap();
+        let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(&ca).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_der(&ca_der, ca_key).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["connect-gate".to_string()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let identity = format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes();
+        let classes = |catalog: Catalog| format!("{catalog:?}");
+
+        let basic = ClientOptions {
+            auth: Auth::Basic {
+                username: Secret::new("u"),
+                password: Secret::new("p"),
+            },
+            ca: Some(ca.clone()),
+            identity: Some(identity.clone()),
+        };
+        let plugins = ConnectClient::with_options(&url, &basic)
+            .unwrap()
+            .plugins()
+            .await
+            .unwrap();
+        assert!(classes(plugins).contains("auth.Basic.dTpw"), "basic auth sent");
+        let bearer = ClientOptions {
+            auth: Auth::Bearer(Secret::new("t0ken")),
+            ..basic.clone()
+        };
+        let plugins = ConnectClient::with_options(&url, &bearer)
+            .unwrap()
+            .plugins()
+            .await
+            .unwrap();
+        assert!(classes(plugins).contains("auth.Bearer.t0ken"), "bearer token sent");
+
+        // Without the client certificate, or without the CA, the endpoint cannot be used.
+        let no_identity = ClientOptions {
+            identity: None,
+            ..basic.clone()
+        };
+        assert!(
+            ConnectClient::with_options(&url, &no_identity)
+                .unwrap()
+                .plugins()
+                .await
+                .is_err()
+        );
+        let no_ca = ClientOptions { ca: None, ..basic };
+        assert!(
+            ConnectClient::with_options(&url, &no_ca)
+                .unwrap()
+                .plugins()
+                .await
+                .is_err()
         );
     }
 
