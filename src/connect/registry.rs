@@ -156,7 +156,9 @@ impl Destinations {
             ));
         };
         let Some(store) = self.configmaps.get() else {
-            return Err(format!("label {CLOUD_LABEL}: ConfigMap {cm:?} cannot be read here"));
+            return Err(format!(
+                "label {CLOUD_LABEL}: ConfigMap {cm:?} cannot be looked up: this sidecar does not watch its namespace (--no-reconcile)"
+            ));
         };
         let object = store
             .state()

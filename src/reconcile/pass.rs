@@ -193,31 +193,38 @@ impl Reconciler {
         let mut unknown: BTreeSet<String> = BTreeSet::new();
         for ((cm, p), held) in cms.iter_mut().zip(&placed).zip(&held) {
             let plan = if *held {
-                let reasons: Vec<String> = match p {
-                    Some(p) => touched(p, &ledgers)
-                        .into_iter()
-                        .filter_map(|d| down.get(d).map(|e| format!("destination {d} cannot be reached ({e}); its connectors are left as they are until it answers")))
-                        .collect(),
-                    None => vec![],
-                };
-                cm.errors.extend(reasons);
                 let plan = hold(&cm.input);
-                unknown.extend(plan.desired.keys().chain(plan.managed_pre.keys()).cloned());
+                // Held for a destination that did not answer (not for labels naming none, whose
+                // rejection says why): what it declares or manages there is unknown.
+                if let Some(p) = p {
+                    let away: Vec<&str> = touched(p, &ledgers)
+                        .into_iter()
+                        .filter(|d| down.contains_key(*d))
+                        .collect();
+                    cm.errors.extend(away.iter().map(|d| {
+                        format!("destination {d} cannot be reached ({}); its connectors are left as they are until it answers", down[*d])
+                    }));
+                    let names = plan.desired.keys().chain(plan.managed_pre.keys());
+                    unknown.extend(
+                        names
+                            .filter(|n| homes(&ledgers, n, &p.target).iter().any(|d| away.contains(d)))
+                            .cloned(),
+                    );
+                }
                 plan
             } else {
                 let mine: Vec<&CmPlan> = parts.get(&cm.input.name).into_iter().flatten().collect();
                 merge(&cm.input, &mine)
             };
-            if let Some(p) = p {
-                for name in plan.managed_pre.keys() {
-                    let home = homes(&ledgers, name, &p.target)
-                        .into_iter()
-                        .find(|d| live_by.get(*d).is_some_and(|l| l.contains_key(name)));
-                    homes_of.insert(name.clone(), home.unwrap_or(&p.target).to_string());
-                }
-                for name in plan.desired.keys() {
-                    homes_of.insert(name.clone(), p.target.clone());
-                }
+            let target = p.as_ref().map_or(LOCAL, |p| p.target.as_str());
+            for name in plan.managed_pre.keys() {
+                let home = homes(&ledgers, name, target)
+                    .into_iter()
+                    .find(|d| live_by.get(*d).is_some_and(|l| l.contains_key(name)));
+                homes_of.insert(name.clone(), home.unwrap_or(target).to_string());
+            }
+            for name in plan.desired.keys() {
+                homes_of.insert(name.clone(), target.to_string());
             }
             plans.insert(cm.input.name.clone(), plan);
         }
