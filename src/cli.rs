@@ -6,12 +6,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use std::collections::BTreeMap;
+
 use crate::config::{CertsArgs, Cli, Command, Output, PipelineArgs};
 use crate::connect::ConnectClient;
-use crate::pipeline::manifest;
+use crate::connect::destinations::{DestinationsFile, LOCAL};
+use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::template::Renderer;
-use crate::pipeline::verdict::{Desired, Pipeline, PluginCheck, Verdict};
+use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict, settle};
 use crate::webhook::tls;
 
 /// A usage or I/O error: exit 2.
@@ -73,17 +76,139 @@ async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {
     let err = |e: &dyn std::fmt::Display| UsageError(e.to_string());
     let inputs = args.template.sources().load().map_err(|e| err(&e))?;
     let cms = manifest::load_paths(&args.paths).map_err(|e| err(&e))?;
-    let catalog = match (&args.plugins, &args.connect_url) {
-        (Some(file), _) => {
-            let body = std::fs::read(file).map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
-            Some(Catalog::from_json(&body).map_err(|e| UsageError(format!("{}: {e}", file.display())))?)
+    let destinations = args
+        .destinations
+        .as_deref()
+        .map(DestinationsFile::load)
+        .transpose()
+        .map_err(|e| err(&e))?;
+    let mut catalogs: BTreeMap<String, Catalog> = BTreeMap::new();
+    for arg in &args.plugins {
+        let file = &arg.file;
+        let body = std::fs::read(file).map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+        let catalog = Catalog::from_json(&body).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+        let name = arg.destination.clone().unwrap_or_else(|| LOCAL.into());
+        let known =
+            name == LOCAL || name == CLOUD_LABEL || destinations.as_ref().is_some_and(|d| d.names().contains(&name));
+        if !known {
+            return Err(UsageError(format!(
+                "--plugins {name}={}: no destination {name:?} (destinations: {})",
+                file.display(),
+                destinations.as_ref().map_or(LOCAL.into(), |d| d.names().join(", "))
+            )));
         }
-        (None, Some(url)) => Some(ConnectClient::new(url).plugins().await.map_err(|e| err(&e))?),
-        (None, None) => None,
-    };
-    let plugins = catalog.as_ref().map_or(PluginCheck::Skip, PluginCheck::Catalog);
+        catalogs.insert(name, catalog);
+    }
+    if let (false, Some(url)) = (catalogs.contains_key(LOCAL), &args.connect_url) {
+        let catalog = ConnectClient::new(url).plugins().await.map_err(|e| err(&e))?;
+        catalogs.insert(LOCAL.into(), catalog);
+    }
+    let offline: Vec<Offline> = cms
+        .iter()
+        .map(|cm| offline_destination(cm, destinations.as_ref(), &catalogs))
+        .collect();
+    let checks: Vec<DestinationCheck> = offline.iter().map(Offline::check).collect();
     let exe = std::env::current_exe().map_err(|e| err(&e))?;
-    Ok(Pipeline::new(Renderer::new(exe)).judge(&cms, &inputs, plugins).await)
+    let mut verdicts = Pipeline::new(Renderer::new(exe))
+        .judge_each(&cms, &inputs, &checks)
+        .await;
+    settle(&mut verdicts, &[]);
+    Ok(verdicts)
+}
+
+/// A ConfigMap's destination as `check` and `render` see it without a cluster.
+struct Offline<'a> {
+    catalog: Option<&'a Catalog>,
+    /// Why its plugins are not checked, when a list was expected but not given.
+    unchecked: Option<String>,
+    unusable: Option<String>,
+    no_stop: Option<String>,
+}
+
+impl Offline<'_> {
+    fn check(&self) -> DestinationCheck<'_> {
+        DestinationCheck {
+            plugins: match (self.catalog, &self.unchecked) {
+                (Some(c), _) => PluginCheck::Catalog(c),
+                (None, Some(why)) => PluginCheck::Unavailable(why),
+                (None, None) => PluginCheck::Skip,
+            },
+            unusable: self.unusable.as_deref(),
+            no_stop: self.no_stop.as_deref(),
+        }
+    }
+}
+
+/// Without `--destinations`, only the local worker is known, and `destination.cc` ConfigMaps are
+/// checked against `--plugins destination.cc=FILE` when given (the ccloud-operator's ConfigMap
+/// cannot be read offline). With it, a name it does not declare is rejected as the sidecar
+/// rejects it.
+fn offline_destination<'a>(
+    cm: &ConnectorConfigMap,
+    file: Option<&DestinationsFile>,
+    catalogs: &'a BTreeMap<String, Catalog>,
+) -> Offline<'a> {
+    let names = || file.map_or(LOCAL.into(), |f| f.names().join(", "));
+    let (key, cloud) = match &cm.destination {
+        Target::Local => (LOCAL.to_string(), false),
+        Target::Named(name) => match file.and_then(|f| f.named.iter().find(|s| &s.name == name)) {
+            Some(spec) => (name.clone(), spec.kind.is_cloud()),
+            None if name == LOCAL => (LOCAL.to_string(), false),
+            None => {
+                return Offline {
+                    catalog: None,
+                    unchecked: None,
+                    unusable: Some(format!(
+                        "destination {name:?} (label connect-gate.io/destination) is not declared in --destinations; destinations: {}",
+                        names()
+                    )),
+                    no_stop: None,
+                };
+            }
+        },
+        Target::Cloud(_) if file.is_some_and(|f| f.cloud.is_none()) => {
+            return Offline {
+                catalog: None,
+                unchecked: None,
+                unusable: Some(format!(
+                    "label {CLOUD_LABEL} needs the confluentCloud section (API key files) in --destinations; destinations: {}",
+                    names()
+                )),
+                no_stop: None,
+            };
+        }
+        Target::Cloud(_) => (CLOUD_LABEL.to_string(), true),
+        other @ Target::Both { .. } => {
+            return Offline {
+                catalog: None,
+                unchecked: None,
+                unusable: Some(format!(
+                    "{other}: labels connect-gate.io/destination and {CLOUD_LABEL} both pick a destination; keep one"
+                )),
+                no_stop: None,
+            };
+        }
+    };
+    let catalog = catalogs.get(&key);
+    Offline {
+        catalog,
+        unchecked: (catalog.is_none() && key != LOCAL).then(|| {
+            format!(
+                "no plugin list for destination {} (label {}); give --plugins {key}=FILE",
+                cm.destination,
+                label_of(&cm.destination)
+            )
+        }),
+        unusable: None,
+        no_stop: cloud.then(|| cm.destination.to_string()),
+    }
+}
+
+fn label_of(target: &Target) -> &'static str {
+    match target {
+        Target::Cloud(_) => CLOUD_LABEL,
+        _ => manifest::DESTINATION_NAME_LABEL,
+    }
 }
 
 fn exit_code(verdicts: &[Verdict]) -> ExitCode {
@@ -95,7 +220,7 @@ fn exit_code(verdicts: &[Verdict]) -> ExitCode {
 }
 
 async fn check(args: PipelineArgs, output: Output) -> Result<ExitCode, UsageError> {
-    if args.plugins.is_none() && args.connect_url.is_none() {
+    if args.plugins.is_empty() && args.connect_url.is_none() {
         return Err(UsageError(
             "check needs the installed plugins: give --plugins FILE or --connect-url URL".into(),
         ));

@@ -77,15 +77,51 @@ impl TemplateArgs {
 pub struct PipelineArgs {
     #[command(flatten)]
     pub template: TemplateArgs,
-    /// The JSON body of the worker's `GET /connector-plugins`.
-    #[arg(long, conflicts_with = "connect_url")]
-    pub plugins: Option<PathBuf>,
-    /// Fetch the plugin list from this worker.
+    /// `[NAME=]FILE`: the JSON body of a `GET /connector-plugins`. Without NAME, the local
+    /// worker's; with it, the list of destination NAME of --destinations, or of every
+    /// ConfigMap labelled destination.cc when NAME is `destination.cc`. Repeatable.
+    #[arg(long = "plugins", value_parser = parse_plugins_arg)]
+    pub plugins: Vec<PluginsArg>,
+    /// Fetch the local worker's plugin list from this worker.
     #[arg(long)]
     pub connect_url: Option<String>,
+    /// The destinations file the sidecar is given: ConfigMaps are checked against the plugin
+    /// list of their destination, and one naming no declared destination is rejected.
+    #[arg(long)]
+    pub destinations: Option<PathBuf>,
     /// YAML files, directories (recursive) or `-` for stdin.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+}
+
+/// One `--plugins [NAME=]FILE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginsArg {
+    /// `None`: the local worker's.
+    pub destination: Option<String>,
+    pub file: PathBuf,
+}
+
+/// `NAME=FILE` when what stands before the first `=` can be a destination name (a DNS label,
+/// or `destination.cc`); anything else is a file name.
+pub fn parse_plugins_arg(s: &str) -> Result<PluginsArg, String> {
+    let named = s.split_once('=').filter(|(name, _)| {
+        *name == "destination.cc"
+            || (!name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    });
+    Ok(match named {
+        Some((name, file)) => PluginsArg {
+            destination: Some(name.to_string()),
+            file: file.into(),
+        },
+        None => PluginsArg {
+            destination: None,
+            file: s.into(),
+        },
+    })
 }
 
 /// Durations are written like `5s`, `1m`.
@@ -96,9 +132,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `connect-gate serve`: the sidecar.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The Kafka Connect worker's REST API (the worker beside the sidecar).
+    /// The Kafka Connect worker's REST API (the worker beside the sidecar): the destination
+    /// `local`, where ConfigMaps without a destination label go.
     #[arg(long, env = "CONNECT_GATE_CONNECT_URL", default_value = "http://localhost:8083")]
     pub connect_url: String,
+    /// YAML file of further destinations (other Connect clusters, Confluent Cloud) and the
+    /// Confluent Cloud API key for ConfigMaps labelled destination.cc; see the README.
+    #[arg(long, env = "CONNECT_GATE_DESTINATIONS")]
+    pub destinations: Option<PathBuf>,
     #[command(flatten)]
     pub template: TemplateArgs,
     /// How often mounted variables and the env file are re-read (Secret volumes rotate).
@@ -214,4 +255,24 @@ pub struct CertsArgs {
     /// IP address for the serving certificate; repeatable. Default (with no --dns): 127.0.0.1.
     #[arg(long = "ip")]
     pub ips: Vec<IpAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugins_name_a_destination_or_are_the_local_list() {
+        let arg = |s| parse_plugins_arg(s).unwrap();
+        assert_eq!(arg("p.json").destination, None);
+        assert_eq!(arg("analytics=a.json").destination.as_deref(), Some("analytics"));
+        assert_eq!(arg("analytics=a.json").file, PathBuf::from("a.json"));
+        assert_eq!(
+            arg("destination.cc=cc.json").destination.as_deref(),
+            Some("destination.cc")
+        );
+        // Not a destination name before the `=`: a file name with `=` in it.
+        assert_eq!(arg("dir/x=y.json").file, PathBuf::from("dir/x=y.json"));
+        assert_eq!(arg("=y.json").destination, None);
+    }
 }

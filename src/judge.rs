@@ -1,6 +1,7 @@
 //! The one way the sidecar judges connector ConfigMaps, for the webhook and the reconciler
-//! alike: the current template inputs, the cached plugin list (refetched after a class it does
-//! not know, at most every [`MISS_REFRESH_MIN_AGE`]) and the verdict pipeline. Both halves
+//! alike: the current template inputs, each ConfigMap's destination with its cached plugin list
+//! (refetched after a class it does not know, at most every [`MISS_REFRESH_MIN_AGE`]) and the
+//! verdict pipeline. Both halves
 //! judging through the same [`Judge`] is what keeps admission and reconciliation in agreement:
 //! the reconciler judges the namespace's ConfigMaps together, and admission judges one of them
 //! against the names the others declare, kept in a [`NameIndex`] that is brought up to date as
@@ -14,9 +15,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
-use crate::connect::plugin_cache::PluginCache;
+use crate::connect::registry::{Destinations, Prepared};
 use crate::pipeline::inputs::LiveInputs;
-use crate::pipeline::manifest::{ConnectorConfigMap, declaring};
+use crate::pipeline::manifest::{ConnectorConfigMap, Target, declaring};
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::verdict::{Declaration, Pipeline, PluginCheck, Verdict, settle};
 
@@ -27,18 +28,18 @@ pub const MISS_REFRESH_MIN_AGE: Duration = Duration::from_secs(5);
 pub struct Judge {
     pipeline: Pipeline,
     inputs: Arc<LiveInputs>,
-    plugins: Arc<PluginCache>,
+    destinations: Arc<Destinations>,
     /// Signalled when a reload finds the inputs changed: the name index is then out of date.
     inputs_changed: Notify,
     verdicts: VerdictCache,
 }
 
 impl Judge {
-    pub fn new(pipeline: Pipeline, inputs: Arc<LiveInputs>, plugins: Arc<PluginCache>) -> Self {
+    pub fn new(pipeline: Pipeline, inputs: Arc<LiveInputs>, destinations: Arc<Destinations>) -> Self {
         Self {
             pipeline,
             inputs,
-            plugins,
+            destinations,
             inputs_changed: Notify::new(),
             verdicts: VerdictCache::default(),
         }
@@ -48,8 +49,8 @@ impl Judge {
         &self.inputs_changed
     }
 
-    pub fn plugins(&self) -> &Arc<PluginCache> {
-        &self.plugins
+    pub fn destinations(&self) -> &Arc<Destinations> {
+        &self.destinations
     }
 
     /// Re-reads the template inputs (Secret volumes rotate); whether they changed. On a read
@@ -70,16 +71,10 @@ impl Judge {
         }
     }
 
-    /// Why there is no plugin list to check classes against, when there is none.
-    pub fn plugins_unavailable(&self) -> Option<String> {
-        if self.plugins.catalog().is_some() {
-            return None;
-        }
-        let error = self.plugins.last_error();
-        Some(format!(
-            "the worker's plugin list is unavailable ({})",
-            error.as_deref().unwrap_or("not fetched yet")
-        ))
+    /// Why there is no plugin list to check `cm`'s classes against, when its destination has
+    /// none.
+    pub fn plugins_unavailable(&self, cm: &ConnectorConfigMap) -> Option<String> {
+        self.destinations.resolve(&cm.destination).ok()?.plugins_unavailable()
     }
 
     /// Judges `cms` together (so a connector name declared twice is caught). Without a cached
@@ -106,64 +101,77 @@ impl Judge {
         verdicts
     }
 
-    /// Every ConfigMap on its own, against the cached plugin list, refetched once after a miss.
+    /// Every ConfigMap on its own, against its destination's cached plugin list, refetched once
+    /// after a miss.
     async fn judge_each(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
-        let verdicts = self.judge_cached(cms).await;
+        let mut prepared = self.destinations.prepare(cms);
+        let verdicts = self.judge_cached(cms, &prepared).await;
         if verdicts.iter().any(|v| v.unknown_class)
-            && self.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE).await.is_some()
+            && prepared.refresh_after_miss(cms, &verdicts, MISS_REFRESH_MIN_AGE).await
         {
-            return self.judge_cached(cms).await;
+            return self.judge_cached(cms, &prepared).await;
         }
         verdicts
     }
 
     /// [`Pipeline::judge_each`] through the verdict cache: only data keys it has no verdict for
-    /// under the current inputs and plugin list are rendered.
-    async fn judge_cached(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
+    /// under the current inputs and their destination's plugin list are rendered.
+    async fn judge_cached(&self, cms: &[ConnectorConfigMap], prepared: &Prepared) -> Vec<Verdict> {
         let (generation, inputs) = self.inputs.generation();
-        let catalog = self.plugins.catalog();
-        let unavailable = self.plugins_unavailable().unwrap_or_default();
-        let (check, plugins) = match &catalog {
-            Some(c) => (
-                PluginCheck::Catalog(c),
-                Plugins::Listed(self.verdicts.catalog_generation(c)),
-            ),
-            None => (
-                PluginCheck::Unavailable(&unavailable),
-                Plugins::Unavailable(unavailable.clone()),
-            ),
-        };
-        let key = |cm: &ConnectorConfigMap, code: &str| CacheKey {
+        let checks = prepared.checks();
+        let plugins: Vec<Plugins> = checks
+            .iter()
+            .zip(prepared.catalogs())
+            .zip(cms)
+            .map(
+                |((check, catalog), cm)| match (check.unusable, catalog, check.plugins) {
+                    (Some(why), _, _) => Plugins::Unusable(why.to_string()),
+                    (None, Some(c), _) => Plugins::Listed(self.verdicts.catalog_generation(&cm.destination, c)),
+                    (None, None, PluginCheck::Unavailable(why)) => Plugins::Unavailable(why.to_string()),
+                    (None, None, _) => Plugins::Unavailable(String::new()),
+                },
+            )
+            .collect();
+        let key = |i: usize, code: &str| CacheKey {
             code: code.to_string(),
-            enabled: cm.enabled,
-            cloud_target: cm.cloud_target.clone(),
+            enabled: cms[i].enabled,
+            destination: cms[i].destination.clone(),
             inputs: generation,
-            plugins: plugins.clone(),
+            plugins: plugins[i].clone(),
         };
         // Each data key's cached verdict, looked up once: what is missing is judged below, as
         // ConfigMaps holding only those keys (and the binary keys, judged without a render).
         let cached: Vec<Vec<Option<Arc<Verdict>>>> = cms
             .iter()
-            .map(|cm| cm.data.values().map(|code| self.verdicts.get(&key(cm, code))).collect())
+            .enumerate()
+            .map(|(i, cm)| cm.data.values().map(|code| self.verdicts.get(&key(i, code))).collect())
             .collect();
-        let missing: Vec<ConnectorConfigMap> = cms
+        let (missing, missing_checks): (Vec<ConnectorConfigMap>, Vec<_>) = cms
             .iter()
             .zip(&cached)
-            .map(|(cm, hits)| ConnectorConfigMap {
-                data: cm
-                    .data
-                    .iter()
-                    .zip(hits)
-                    .filter(|(_, hit)| hit.is_none())
-                    .map(|((k, code), _)| (k.clone(), code.clone()))
-                    .collect(),
-                ..cm.clone()
+            .zip(&checks)
+            .map(|((cm, hits), check)| {
+                let missing = ConnectorConfigMap {
+                    data: cm
+                        .data
+                        .iter()
+                        .zip(hits)
+                        .filter(|(_, hit)| hit.is_none())
+                        .map(|((k, code), _)| (k.clone(), code.clone()))
+                        .collect(),
+                    ..cm.clone()
+                };
+                (missing, *check)
             })
-            .filter(|cm| !cm.data.is_empty() || !cm.binary_keys.is_empty())
-            .collect();
-        let mut fresh = self.pipeline.judge_each(&missing, &inputs, check).await.into_iter();
+            .filter(|(cm, _)| !cm.data.is_empty() || !cm.binary_keys.is_empty())
+            .unzip();
+        let mut fresh = self
+            .pipeline
+            .judge_each(&missing, &inputs, &missing_checks)
+            .await
+            .into_iter();
         let mut verdicts = Vec::new();
-        for (cm, hits) in cms.iter().zip(cached) {
+        for (i, (cm, hits)) in cms.iter().zip(cached).enumerate() {
             for ((data_key, code), hit) in cm.data.iter().zip(hits) {
                 match hit {
                     Some(hit) => verdicts.push(Verdict {
@@ -171,7 +179,7 @@ impl Judge {
                         key: data_key.clone(),
                         ..hit.as_ref().clone()
                     }),
-                    None => verdicts.extend(fresh.next().inspect(|v| self.verdicts.insert(key(cm, code), v))),
+                    None => verdicts.extend(fresh.next().inspect(|v| self.verdicts.insert(key(i, code), v))),
                 }
             }
             verdicts.extend(fresh.by_ref().take(cm.binary_keys.len()));
@@ -224,6 +232,8 @@ enum Plugins {
     Listed(u64),
     /// None could be had, for this reason.
     Unavailable(String),
+    /// The ConfigMap's destination cannot be used, for this reason.
+    Unusable(String),
 }
 
 /// What a data key's verdict depends on, besides its ConfigMap's name and the key's own.
@@ -231,7 +241,8 @@ enum Plugins {
 struct CacheKey {
     code: String,
     enabled: bool,
-    cloud_target: Option<String>,
+    /// Its destination labels: they decide the plugin list and what the destination supports.
+    destination: Target,
     inputs: u64,
     plugins: Plugins,
 }
@@ -239,19 +250,20 @@ struct CacheKey {
 /// Verdicts the webhook and the reconciler share, so that a Flux dry-run followed by the real
 /// apply, or a resync of unchanged ConfigMaps, renders nothing again. In memory only, and
 /// nothing in it leaves the process but through a [`Verdict`]'s own rules. Entries of older
-/// inputs or plugin generations can never be hit again, so they are dropped when a newer one is
-/// stored, and the whole cache starts over past [`VERDICTS_CACHED`] entries.
+/// inputs can never be hit again, so they are dropped when a newer one is stored, and the whole
+/// cache starts over past [`VERDICTS_CACHED`] entries (entries of a destination's older plugin
+/// lists go then).
 #[derive(Default)]
 struct VerdictCache {
     entries: std::sync::Mutex<VerdictEntries>,
-    /// The last plugin list seen and its generation.
-    catalog: std::sync::Mutex<(Option<Arc<Catalog>>, u64)>,
+    /// Per destination, the last plugin list seen and its generation.
+    catalogs: std::sync::Mutex<HashMap<Target, (Arc<Catalog>, u64)>>,
 }
 
 #[derive(Default)]
 struct VerdictEntries {
-    /// The inputs and plugin list the entries were judged against.
-    judged_against: Option<(u64, Plugins)>,
+    /// The inputs generation the entries were judged against.
+    judged_against: Option<u64>,
     by_key: HashMap<CacheKey, Arc<Verdict>>,
 }
 
@@ -264,7 +276,7 @@ impl VerdictCache {
 
     fn insert(&self, key: CacheKey, verdict: &Verdict) {
         let mut entries = self.entries.lock().expect("not poisoned");
-        let against = Some((key.inputs, key.plugins.clone()));
+        let against = Some(key.inputs);
         if entries.judged_against != against || entries.by_key.len() >= VERDICTS_CACHED {
             entries.by_key.clear();
             entries.judged_against = against;
@@ -272,14 +284,18 @@ impl VerdictCache {
         entries.by_key.insert(key, Arc::new(verdict.clone()));
     }
 
-    /// The generation of `catalog`: the same as long as the list's contents are (the plugin
-    /// cache refetches it every minute).
-    fn catalog_generation(&self, catalog: &Arc<Catalog>) -> u64 {
-        let mut last = self.catalog.lock().expect("not poisoned");
-        match &last.0 {
-            Some(seen) if Arc::ptr_eq(seen, catalog) => {}
-            Some(seen) if **seen == **catalog => last.0 = Some(catalog.clone()),
-            _ => *last = (Some(catalog.clone()), last.1 + 1),
+    /// The generation of `destination`'s `catalog`: the same as long as the list's contents
+    /// are (the plugin cache refetches it every minute).
+    fn catalog_generation(&self, destination: &Target, catalog: &Arc<Catalog>) -> u64 {
+        let mut catalogs = self.catalogs.lock().expect("not poisoned");
+        let last = catalogs
+            .entry(destination.clone())
+            .or_insert_with(|| (catalog.clone(), 0));
+        if !Arc::ptr_eq(&last.0, catalog) {
+            if *last.0 != **catalog {
+                last.1 += 1;
+            }
+            last.0 = catalog.clone();
         }
         last.1
     }

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeArgs;
 use crate::connect::ConnectClient;
-use crate::connect::plugin_cache::PluginCache;
+use crate::connect::destinations::DestinationsFile;
+use crate::connect::registry::Destinations;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::inputs::LiveInputs;
@@ -31,7 +32,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (metrics, registry) = Metrics::new();
     let inputs = Arc::new(LiveInputs::load(args.template.sources()).context("loading template inputs")?);
     let connect = ConnectClient::new(&args.connect_url);
-    let plugins = Arc::new(PluginCache::new(connect.clone(), metrics.clone()));
+    let destinations = match &args.destinations {
+        Some(path) => {
+            let file = DestinationsFile::load(path)?;
+            tracing::info!(destinations = ?file.names(), "destinations");
+            Destinations::load(connect, &file, metrics.clone())?
+        }
+        None => Destinations::local(connect, metrics.clone()),
+    };
+    let destinations = Arc::new(destinations);
     let exe = std::env::current_exe().context("locating the connect-gate binary for the template sandbox")?;
     let limits = sandbox::Limits::fit_with(
         sandbox::container_memory(),
@@ -46,12 +55,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "template sandboxes started"
     );
     let renderer = Renderer::with_limits(exe, limits);
-    let judge = Arc::new(Judge::new(Pipeline::new(renderer), inputs, plugins));
+    let judge = Arc::new(Judge::new(Pipeline::new(renderer), inputs, destinations.clone()));
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    judge.plugins().refresh().await;
-    judge.plugins().spawn_refresher(args.plugins_refresh);
+    for destination in destinations.declared() {
+        destination.plugins.refresh().await;
+        destination.plugins.spawn_refresher(args.plugins_refresh);
+    }
     spawn_inputs_refresher(judge.clone(), args.inputs_refresh);
 
     // The reconciled namespace: the only one the webhook judges, even without the reconciler,
@@ -74,6 +85,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 _ = stop.cancelled() => Ok(()),
             }
         });
+        destinations.watch_configmaps(store.clone());
         let view = NamespaceView {
             namespace: namespace.clone(),
             store,
@@ -117,7 +129,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let webhook = resolver.as_ref().map(|resolver| {
         Arc::new(Webhook {
             judge: judge.clone(),
-            connect: connect.clone(),
             metrics: metrics.clone(),
             namespace: namespace.clone(),
             neighbours: reconciled.as_ref().map(|(_, view, _, _)| view.clone()),
@@ -190,7 +201,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some((client, view, changes, applied_hash)) = reconciled {
         let ctx = reconcile::Context {
             judge,
-            connect,
             metrics,
             client,
             view,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use connect_gate::pipeline::inputs::TemplateInputs;
-use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, parse_yaml};
+use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target, parse_yaml};
 use connect_gate::pipeline::plugins::Catalog;
 use connect_gate::pipeline::secrets::Secret;
 use connect_gate::pipeline::template::Renderer;
@@ -36,7 +36,7 @@ fn judge(templates: Vec<String>, enabled: bool) -> Vec<Verdict> {
             file: None,
         },
         enabled,
-        cloud_target: None,
+        destination: Target::Local,
         data: templates
             .into_iter()
             .enumerate()

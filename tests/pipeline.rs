@@ -54,7 +54,6 @@ fn streaming_ops_format_fixtures_are_accepted() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("label destination.cc"), "{}", out.stdout);
     // Both data keys of one ConfigMap are connectors.
     for line in [
         "audit-file-source.json -> audit-log-source\n",
@@ -418,4 +417,75 @@ fn stdin_json_output_and_exit_codes() {
     let no_plugins = run(&["check".into(), "-".into()], Some(""));
     assert_eq!(no_plugins.code, 2);
     assert!(no_plugins.stderr.contains("--plugins FILE or --connect-url URL"));
+}
+
+#[test]
+fn check_with_destinations_judges_each_configmap_against_its_destinations_plugins() {
+    let ws = Workspace::new();
+    let destinations = ws.write(
+        "destinations.yaml",
+        "destinations:\n- {name: analytics, url: 'http://connect.analytics:8083'}\n- {name: orders, kind: confluent-cloud, environment: env-1, cluster: lkc-1, apiKeyFile: /k, apiSecretFile: /s}\n",
+    );
+    // The analytics cluster has only a datagen source.
+    let analytics = ws.write(
+        "analytics.json",
+        r#"[{"class": "io.confluent.kafka.connect.datagen.DatagenConnector", "type": "source"}]"#,
+    );
+    let datagen = r#"{"name": "users", "config": {"connector.class": "DatagenConnector", "kafka.topic": "users"}}"#;
+    let file = ws.write(
+        "cms.yaml",
+        &[
+            configmap(
+                "on-analytics",
+                &[("connect-gate.io/destination", "analytics")],
+                &[("d.json", datagen)],
+            ),
+            configmap(
+                "sink-on-analytics",
+                &[("connect-gate.io/destination", "analytics")],
+                &[("s.json", GOOD)],
+            ),
+            configmap(
+                "nowhere",
+                &[("connect-gate.io/destination", "billing")],
+                &[("n.json", GOOD)],
+            ),
+            configmap(
+                "stopped-in-cloud",
+                &[("connect-gate.io/destination", "orders")],
+                &[(
+                    "c.json",
+                    r#"{"name": "c", "state": "stopped", "config": {"connector.class": "X"}}"#,
+                )],
+            ),
+        ]
+        .join("---\n"),
+    );
+    let dest = destinations.display().to_string();
+    let plugins = format!("analytics={}", analytics.display());
+    let out = ws.check(&["--destinations", &dest, "--plugins", &plugins], &[&file]);
+    assert_rejected(
+        &out,
+        &[
+            "connector.class \"FileStreamSink\" is not installed",
+            "destination \"billing\" (label connect-gate.io/destination) is not declared in --destinations; destinations: local, analytics, orders",
+            "`state: stopped` is not supported by its destination orders",
+            "no plugin list for destination orders",
+        ],
+    );
+    assert!(out.stdout.contains("d.json -> users\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("4 connectors: 1 accepted, 3 rejected\n"),
+        "{}",
+        out.stdout
+    );
+
+    let billing = format!("billing={}", analytics.display());
+    let unknown = ws.check(&["--plugins", &billing], &[&file]);
+    assert_eq!(unknown.code, 2, "{}", unknown.all());
+    assert!(
+        unknown.stderr.contains("no destination \"billing\""),
+        "{}",
+        unknown.stderr
+    );
 }

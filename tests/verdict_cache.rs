@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use connect_gate::connect::ConnectClient;
-use connect_gate::connect::plugin_cache::PluginCache;
+use connect_gate::connect::destinations::DestinationsFile;
+use connect_gate::connect::registry::Destinations;
 use connect_gate::judge::Judge;
 use connect_gate::metrics::Metrics;
 use connect_gate::pipeline::inputs::{InputSources, LiveInputs};
-use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin};
+use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target};
 use connect_gate::pipeline::template::Renderer;
 use connect_gate::pipeline::verdict::{Pipeline, Verdict};
 
@@ -27,7 +28,7 @@ fn configmap(name: &str) -> ConnectorConfigMap {
             file: None,
         },
         enabled: true,
-        cloud_target: None,
+        destination: Target::Local,
         data: BTreeMap::from([
             ("a.json".to_string(), template("a")),
             ("b.json".to_string(), template("b")),
@@ -59,8 +60,12 @@ fn dry_run_then_apply_and_resync_render_nothing_again() {
     .unwrap();
     let renderer = Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate")));
     // No worker: the plugin check is skipped with a warning, which is cached too.
-    let plugins = PluginCache::new(ConnectClient::new("http://127.0.0.1:9"), Metrics::new().0);
-    let judge = Judge::new(Pipeline::new(renderer.clone()), Arc::new(inputs), Arc::new(plugins));
+    let destinations = Destinations::local(ConnectClient::new("http://127.0.0.1:9"), Metrics::new().0);
+    let judge = Judge::new(
+        Pipeline::new(renderer.clone()),
+        Arc::new(inputs),
+        Arc::new(destinations),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,5 +109,84 @@ fn dry_run_then_apply_and_resync_render_nothing_again() {
             rotated[0].connector.as_ref().unwrap().config["password"],
             "second-secret"
         );
+    });
+}
+
+/// A worker's `GET /connector-plugins` with these classes, on loopback.
+async fn plugin_list(classes: &[&str]) -> String {
+    let body = serde_json::to_string(
+        &classes
+            .iter()
+            .map(|c| serde_json::json!({"class": c}))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let app = axum::Router::new().route("/connector-plugins", axum::routing::get(move || async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[test]
+fn a_verdict_is_cached_per_destination_and_never_stands_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("url"), "/tmp/out-1").unwrap();
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "PW=secret\n").unwrap();
+    let inputs = LiveInputs::load(InputSources {
+        vars_dirs: vec![dir.path().to_path_buf()],
+        env_file: Some(env_file),
+        env_allow: None,
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The local worker has only a source; the destination `second` has the sink.
+        let local = plugin_list(&["org.apache.kafka.connect.file.FileStreamSourceConnector"]).await;
+        let second = plugin_list(&["org.apache.kafka.connect.file.FileStreamSinkConnector"]).await;
+        let file = DestinationsFile::parse(
+            &format!("destinations: [{{name: second, url: '{second}'}}]\n"),
+            std::path::Path::new("d.yaml"),
+        )
+        .unwrap();
+        let destinations = Destinations::load(ConnectClient::new(&local), &file, Metrics::new().0).unwrap();
+        for d in destinations.declared() {
+            d.plugins.refresh().await.expect("a plugin list");
+        }
+        let renderer = Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate")));
+        let judge = Judge::new(
+            Pipeline::new(renderer.clone()),
+            Arc::new(inputs),
+            Arc::new(destinations),
+        );
+        let on_second = ConnectorConfigMap {
+            destination: Target::Named("second".into()),
+            binary_keys: vec![],
+            ..configmap("cm")
+        };
+        let on_local = ConnectorConfigMap {
+            binary_keys: vec![],
+            ..configmap("cm")
+        };
+        let there = judge.judge(std::slice::from_ref(&on_second)).await;
+        assert!(there.iter().all(Verdict::accepted), "{there:?}");
+        let here = judge.judge(std::slice::from_ref(&on_local)).await;
+        assert!(
+            here.iter().all(|v| v
+                .problems
+                .iter()
+                .any(|p| p.contains("\"FileStreamSink\" is not installed"))),
+            "{here:?}"
+        );
+        // Both judged once per data key, and both stay cached.
+        let rendered = renderer.requests();
+        assert_eq!(rendered, 4);
+        judge.judge(&[on_second]).await;
+        judge.judge(&[on_local]).await;
+        assert_eq!(renderer.requests(), rendered);
     });
 }

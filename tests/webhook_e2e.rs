@@ -293,6 +293,58 @@ fn dry_run(env: &TestEnv, manifest: &str, server_side: bool) -> (bool, String) {
 }
 
 #[tokio::test]
+async fn each_configmap_is_judged_against_its_destination() {
+    let env = TestEnv::new("webhook-destinations").await;
+    // `second` is the stack's worker under another name, so that its plugin list is a real one;
+    // `managed` is a Confluent Cloud cluster nothing answers for.
+    let dir = tempfile::tempdir().unwrap();
+    let destinations = dir.path().join("destinations.yaml");
+    std::fs::write(
+        &destinations,
+        format!(
+            "destinations:\n- {{name: second, url: '{}'}}\n- {{name: managed, kind: confluent-cloud, url: 'http://127.0.0.1:1', environment: env-1, cluster: lkc-1, apiKeyFile: {key}, apiSecretFile: {key}}}\n",
+            env.connect_url,
+            key = destinations.display()
+        ),
+    )
+    .unwrap();
+    let _gate = Gate::start(&env, &["--destinations", destinations.to_str().unwrap()]).await;
+    let on = |destination: &str, name: &str, template: &str| {
+        configmap_labelled(
+            name,
+            &[("connect-gate.io/destination", destination)],
+            &[("c.json", template)],
+        )
+    };
+
+    let (ok, text) = dry_run(&env, &on("second", "good", &sink(&env.connector_name("a"))), false);
+    assert!(ok, "{text}");
+    let typo = sink(&env.connector_name("b")).replace("FileStreamSink", "FileStreamSinc");
+    let (ok, text) = dry_run(&env, &on("second", "typo", &typo), false);
+    assert!(
+        !ok && text.contains(r#"connector.class "FileStreamSinc" is not installed"#),
+        "{text}"
+    );
+
+    let (ok, text) = dry_run(&env, &on("billing", "nowhere", &sink(&env.connector_name("c"))), false);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(r#"destination "billing" (label connect-gate.io/destination) is not declared in --destinations; destinations: local, second, managed"#),
+        "{text}"
+    );
+
+    let stopped = format!(
+        r#"{{"name": "{}", "state": "stopped", "config": {{"connector.class": "DatagenSource"}}}}"#,
+        env.connector_name("d")
+    );
+    let (ok, text) = dry_run(&env, &on("managed", "stopped", &stopped), false);
+    assert!(
+        !ok && text.contains("`state: stopped` is not supported by its destination managed"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn dry_run_denials_name_the_cause() {
     let env = TestEnv::new("webhook-denials").await;
     let gate = Gate::start(&env, &[]).await;
@@ -374,7 +426,8 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
     let held = finalizers(&env, "good");
     assert_eq!(held.matches("connect-gate.io/cleanup").count(), 1, "{held}");
 
-    // A managed-cluster connector is admitted with a warning kubectl prints.
+    // A managed-cluster connector without the Confluent Cloud API key in --destinations is
+    // denied: it names what is missing and the destinations that exist.
     let cc = configmap_labelled(
         "cloud",
         &[("destination.cc", "cc.env.dev"), ("enabled", "false")],
@@ -384,8 +437,11 @@ async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
         )],
     );
     let (ok, text) = dry_run(&env, &cc, false);
-    assert!(ok, "{text}");
-    assert!(text.contains("Warning:") && text.contains("destination.cc"), "{text}");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("label destination.cc needs the confluentCloud section") && text.contains("destinations: local"),
+        "{text}"
+    );
 
     // Free the ConfigMap for cleanup: no reconciler runs in this test.
     remove_finalizers(&env, "good");

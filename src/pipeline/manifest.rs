@@ -10,8 +10,14 @@ use serde::Serialize;
 pub const DESTINATION_LABEL: &str = "destination";
 pub const DESTINATION_CONNECT: &str = "connect";
 pub const ENABLED_LABEL: &str = "enabled";
-/// Marks a ConfigMap whose connectors run on a fully managed cluster, not the local worker.
+/// The original format's pick of a fully managed cluster: the name of the ConfigMap the
+/// ccloud-operator wrote for it (`cc.env.<env>.kafka.<cluster>`).
 pub const CLOUD_LABEL: &str = "destination.cc";
+/// Picks a destination of `--destinations` by name.
+pub const DESTINATION_NAME_LABEL: &str = "connect-gate.io/destination";
+/// The labels of the ccloud-operator's ConfigMap that name the environment and the cluster.
+pub const CLOUD_ENVIRONMENT_LABEL: &str = "environment_id";
+pub const CLOUD_CLUSTER_LABEL: &str = "resource_id";
 
 // What connect-gate itself writes on a connector ConfigMap.
 
@@ -51,14 +57,57 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Where a ConfigMap's connectors run, as its labels say.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    /// No destination label: the worker beside the sidecar.
+    Local,
+    /// `connect-gate.io/destination: NAME`.
+    Named(String),
+    /// `destination.cc: NAME`: the Confluent Cloud cluster the ccloud-operator's ConfigMap NAME
+    /// describes.
+    Cloud(String),
+    /// Both labels: ambiguous, so rejected.
+    Both { named: String, cloud: String },
+}
+
+impl Target {
+    pub fn from_labels(labels: Option<&BTreeMap<String, String>>) -> Self {
+        let label = |k: &str| labels.and_then(|l| l.get(k)).cloned();
+        match (label(DESTINATION_NAME_LABEL), label(CLOUD_LABEL)) {
+            (None, None) => Target::Local,
+            (Some(named), None) => Target::Named(named),
+            (None, Some(cloud)) => Target::Cloud(cloud),
+            (Some(named), Some(cloud)) => Target::Both { named, cloud },
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Local => f.write_str("local"),
+            Target::Named(name) => f.write_str(name),
+            Target::Cloud(cm) => write!(f, "{CLOUD_LABEL}:{cm}"),
+            Target::Both { named, cloud } => write!(f, "{named} and {CLOUD_LABEL}:{cloud}"),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A ConfigMap labelled `destination: connect`: every data key is one connector template.
 #[derive(Clone, Debug)]
 pub struct ConnectorConfigMap {
     pub origin: Origin,
     /// `enabled: "false"` declares that its connectors must not exist.
     pub enabled: bool,
-    /// The `destination.cc` label's value, when present.
-    pub cloud_target: Option<String>,
+    /// Its destination labels.
+    pub destination: Target,
     pub data: BTreeMap<String, String>,
     /// Keys under `binaryData`, which cannot hold a template.
     pub binary_keys: Vec<String>,
@@ -86,7 +135,7 @@ impl ConnectorConfigMap {
                 file,
             },
             enabled: label(ENABLED_LABEL).as_deref() != Some("false"),
-            cloud_target: label(CLOUD_LABEL),
+            destination: Target::from_labels(labels),
             data: cm.data.clone().unwrap_or_default(),
             binary_keys: cm
                 .binary_data
@@ -253,9 +302,26 @@ items:
         assert_eq!(cms.len(), 2);
         assert_eq!(cms[0].origin.to_string(), "ConfigMap ns/a (x.yaml)");
         assert!(!cms[0].enabled);
-        assert_eq!(cms[0].cloud_target.as_deref(), Some("x"));
+        assert_eq!(cms[0].destination, Target::Cloud("x".into()));
+        assert_eq!(cms[0].destination.to_string(), "destination.cc:x");
         assert_eq!(cms[0].binary_keys, vec!["b"]);
         assert!(cms[1].enabled && cms[1].data.is_empty());
+        assert_eq!(cms[1].destination, Target::Local);
+    }
+
+    #[test]
+    fn the_destination_comes_from_one_label_or_the_other() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let named = labels(&[(DESTINATION_NAME_LABEL, "analytics")]);
+        assert_eq!(Target::from_labels(Some(&named)), Target::Named("analytics".into()));
+        let both = labels(&[(DESTINATION_NAME_LABEL, "a"), (CLOUD_LABEL, "cc.env.e.kafka.k")]);
+        assert_eq!(
+            Target::from_labels(Some(&both)).to_string(),
+            "a and destination.cc:cc.env.e.kafka.k"
+        );
+        assert_eq!(Target::from_labels(None), Target::Local);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::inputs::TemplateInputs;
-use super::manifest::{ConnectorConfigMap, Origin};
+use super::manifest::{ConnectorConfigMap, Origin, Target};
 use super::plugins::Catalog;
 use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
 use super::template::{Bindings, Outcome, Pos, Renderer, Request, SandboxError};
@@ -124,6 +124,11 @@ pub enum Problem {
     Withheld(&'static str),
     #[error("{0} (with placeholders for the variable and env values; the real message differs and is withheld)")]
     Differs(Box<Problem>),
+    /// The ConfigMap's destination cannot be used; the text names labels and destinations only.
+    #[error("{0}")]
+    Destination(String),
+    #[error("`state: stopped` is not supported by its destination {0}; use paused")]
+    StopUnsupported(String),
 }
 
 impl Problem {
@@ -159,6 +164,8 @@ impl Problem {
             | Problem::MissingClass
             | Problem::BadState
             | Problem::Withheld(_)
+            | Problem::Destination(_)
+            | Problem::StopUnsupported(_)
             | Problem::Differs(_) => return None,
         })
     }
@@ -219,8 +226,8 @@ pub struct Verdict {
     /// Rejection causes, built from the placeholder render. Empty means accepted.
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
-    /// The `destination.cc` target: the connector runs on a managed cluster, not the local worker.
-    pub cloud_target: Option<String>,
+    /// Where its connector runs, as the ConfigMap's labels say.
+    pub destination: Target,
     /// Rejected (at least) because `connector.class` is not in the plugin list used.
     #[serde(skip)]
     pub unknown_class: bool,
@@ -256,6 +263,26 @@ pub enum PluginCheck<'a> {
     Skip,
 }
 
+/// How one ConfigMap is checked against its destination.
+#[derive(Clone, Copy, Debug)]
+pub struct DestinationCheck<'a> {
+    pub plugins: PluginCheck<'a>,
+    /// Why its destination cannot be used (unknown, unresolvable): each of its keys is rejected.
+    pub unusable: Option<&'a str>,
+    /// The destination, when its kind cannot stop connectors: `state: stopped` is rejected.
+    pub no_stop: Option<&'a str>,
+}
+
+impl<'a> From<PluginCheck<'a>> for DestinationCheck<'a> {
+    fn from(plugins: PluginCheck<'a>) -> Self {
+        Self {
+            plugins,
+            unusable: None,
+            no_stop: None,
+        }
+    }
+}
+
 /// The shared pipeline.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
@@ -267,31 +294,33 @@ impl Pipeline {
         Self { renderer }
     }
 
-    /// Judges every data key of every ConfigMap, including names declared twice across them.
+    /// Judges every data key of every ConfigMap against one plugin list, including names
+    /// declared twice across them.
     pub async fn judge(
         &self,
         cms: &[ConnectorConfigMap],
         inputs: &TemplateInputs,
         plugins: PluginCheck<'_>,
     ) -> Vec<Verdict> {
-        let mut verdicts = self.judge_each(cms, inputs, plugins).await;
+        let mut verdicts = self.judge_each(cms, inputs, &vec![plugins.into(); cms.len()]).await;
         settle(&mut verdicts, &[]);
         verdicts
     }
 
-    /// Judges every data key of every ConfigMap on its own: names declared twice are left to
-    /// [`settle`], which every judgement must end with.
+    /// Judges every data key of every ConfigMap on its own, each ConfigMap against its own
+    /// destination (`checks[i]` for `cms[i]`): names declared twice, across destinations too,
+    /// are left to [`settle`], which every judgement must end with.
     pub async fn judge_each(
         &self,
         cms: &[ConnectorConfigMap],
         inputs: &TemplateInputs,
-        plugins: PluginCheck<'_>,
+        checks: &[DestinationCheck<'_>],
     ) -> Vec<Verdict> {
-        let jobs = cms.iter().flat_map(|cm| {
+        let jobs = cms.iter().zip(checks.iter().copied()).flat_map(|(cm, check)| {
             let rendered = cm
                 .data
                 .iter()
-                .map(move |(key, code)| self.judge_key(cm, key, code, inputs, plugins));
+                .map(move |(key, code)| self.judge_key(cm, key, code, inputs, check));
             let binary = cm
                 .binary_keys
                 .iter()
@@ -309,14 +338,13 @@ impl Pipeline {
         key: &str,
         code: &str,
         inputs: &TemplateInputs,
-        plugins: PluginCheck<'_>,
+        check: DestinationCheck<'_>,
     ) -> Verdict {
         let taint = Taint::new(code, inputs);
         let mut verdict = draft(cm, key);
-        if let Some(target) = &cm.cloud_target {
-            verdict.warnings.push(format!(
-                "targets the fully managed cluster {target:?} (label destination.cc): not checked against the local worker's plugins"
-            ));
+        let plugins = check.plugins;
+        if let Some(why) = check.unusable {
+            return verdict.finish(vec![Problem::Destination(why.to_string())], &taint);
         }
         if code.trim().is_empty() {
             return verdict.finish(vec![Problem::EmptyTemplate], &taint);
@@ -327,7 +355,7 @@ impl Pipeline {
         };
         let real = read(real, cm, inputs, plugins);
         let shown = read(shown, cm, inputs, plugins);
-        if let (Some(_), None, PluginCheck::Unavailable(why)) = (&real.connector, &cm.cloud_target, plugins) {
+        if let (Some(_), PluginCheck::Unavailable(why)) = (&real.connector, plugins) {
             verdict.warnings.push(format!("plugin check skipped: {why}"));
         }
         verdict.name = real.name;
@@ -341,6 +369,11 @@ impl Pipeline {
         let mut problems = shown_problems(real.problems, shown.problems);
         if verdict.name.is_some() && verdict.name != verdict.shown_name {
             problems.push(Problem::NameFromInputs);
+        }
+        if let (Some(c), Some(destination)) = (&verdict.connector, check.no_stop)
+            && c.state == Some(State::Stopped)
+        {
+            problems.push(Problem::StopUnsupported(destination.to_string()));
         }
         verdict.finish(problems, &taint)
     }
@@ -500,7 +533,7 @@ fn read(outcome: Outcome, cm: &ConnectorConfigMap, inputs: &TemplateInputs, plug
         return reading;
     }
     reading.problems.extend(checked.problems);
-    if let (Some(connector), None, PluginCheck::Catalog(catalog)) = (&checked.connector, &cm.cloud_target, plugins) {
+    if let (Some(connector), PluginCheck::Catalog(catalog)) = (&checked.connector, plugins) {
         let class = &connector.config["connector.class"];
         if catalog.resolve(class).is_none() {
             reading.unknown_class = true;
@@ -572,7 +605,7 @@ fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
         shown: None,
         problems: vec![],
         warnings: vec![],
-        cloud_target: cm.cloud_target.clone(),
+        destination: cm.destination.clone(),
         unknown_class: false,
     }
 }

@@ -8,6 +8,7 @@
 //! ConfigMap (so no delete is ever missed), act, then report ([`status`], pure; written by
 //! [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
 
+pub mod fanout;
 pub mod lease;
 pub mod ledger;
 mod pass;
@@ -29,13 +30,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ReconcileArgs;
-use crate::connect::{ConnectClient, ConnectError};
+use crate::connect::ConnectError;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{Metrics, ResultLabels};
 use lease::LeaseConfig;
 use plan::AppliedHash;
 use status::Rejected;
-use worker::Worker;
 use writer::Writer;
 
 const DEBOUNCE: Duration = Duration::from_millis(700);
@@ -68,6 +68,9 @@ pub enum ReconcileError {
     Deposed(#[from] lease::Deposed),
     #[error("{failed} action(s) failed; retrying")]
     Incomplete { failed: usize },
+    /// Destinations that could not be read or stopped answering: their ConfigMaps wait.
+    #[error("destination(s) {destinations} unreachable, {failed} action(s) failed; retrying")]
+    Unreachable { destinations: String, failed: usize },
     #[error("cannot update ConfigMap {name}: {source}")]
     ConfigMap { name: String, source: kube::Error },
     #[error("the ledger (Lease {name}): {source}")]
@@ -80,7 +83,6 @@ pub enum ReconcileError {
 /// What the reconciler works with, built by `serve`.
 pub struct Context {
     pub judge: Arc<Judge>,
-    pub connect: ConnectClient,
     pub metrics: Metrics,
     pub client: kube::Client,
     /// The reconciled namespace's ConfigMaps, filled by [`watch::run`].
@@ -116,7 +118,6 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
             },
             leadership: leadership.clone(),
         },
-        worker: Worker::new(ctx.connect, ctx.metrics.clone(), leadership.clone()),
         judge: ctx.judge,
         metrics: ctx.metrics,
         view: ctx.view,
@@ -232,7 +233,6 @@ impl Restarts {
 
 struct Reconciler {
     judge: Arc<Judge>,
-    worker: Worker,
     writer: Writer,
     metrics: Metrics,
     view: NamespaceView,

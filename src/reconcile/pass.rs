@@ -8,21 +8,26 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use tokio::time::Instant;
 
-use super::ledger::Ledger;
+use super::fanout::{Placed, as_applied, hold, homes, merge, project, touched};
+use super::ledger::{Ledger, Ledgers};
 use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, Live, LiveState, PlanMemory, PlanOptions};
-use super::status::{self, Facts, Note, json_annotation};
+use super::status::{self, Facts, Note, Places, json_annotation};
 use super::watch::ours;
-use super::worker::ActionError;
+use super::worker::{ActionError, Worker};
 use super::{ReconcileError, Reconciler, Rejection, Restarts};
+use crate::connect::destinations::LOCAL;
+use crate::connect::registry::Destination;
 use crate::metrics::StateLabels;
 use crate::pipeline::manifest::{
-    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, FINALIZER, declaring, is_connector_configmap,
+    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, FINALIZER, Target, declaring, is_connector_configmap,
 };
 use crate::pipeline::verdict::{Desired, Verdict};
 
 /// One ConfigMap during a pass.
 struct CmState {
     object: Arc<ConfigMap>,
+    /// The destination its labels pick, or why there is none.
+    target: Result<Arc<Destination>, String>,
     input: CmInput,
     annotations: BTreeMap<String, String>,
     verdicts: Vec<Verdict>,
@@ -48,9 +53,17 @@ impl Reconciler {
         self.judge.reload_inputs();
         let mut objects: Vec<_> = self.view.store.state().into_iter().filter(|cm| ours(cm)).collect();
         objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        if self.judge.plugins().catalog().is_none() {
-            // Unlike an admission request, a pass can wait for the worker to answer.
-            self.judge.plugins().refresh().await;
+        let destinations = self.judge.destinations().clone();
+        let targets: Vec<Result<Arc<Destination>, String>> = objects
+            .iter()
+            .map(|o| destinations.resolve(&Target::from_labels(o.metadata.labels.as_ref())))
+            .collect();
+        let mut fetched = BTreeSet::new();
+        for d in std::iter::once(destinations.local_destination()).chain(targets.iter().flatten()) {
+            if fetched.insert(d.id.clone()) && d.plugins.catalog().is_none() {
+                // Unlike an admission request, a pass can wait for a destination to answer.
+                d.plugins.refresh().await;
+            }
         }
         let judged = declaring(objects.iter().map(|o| o.as_ref()), &self.view.namespace);
         let verdicts = self.judge.judge(&judged).await;
@@ -58,7 +71,11 @@ impl Reconciler {
         for v in verdicts {
             by_cm.entry(v.origin.name.clone()).or_default().push(v);
         }
-        let mut cms: Vec<CmState> = objects.into_iter().map(|o| cm_state(o, &mut by_cm)).collect();
+        let mut cms: Vec<CmState> = objects
+            .into_iter()
+            .zip(targets)
+            .map(|(o, target)| cm_state(o, target, &mut by_cm))
+            .collect();
 
         // Secret values per connector, to mask whatever the worker says about it.
         let secrets: BTreeMap<String, Vec<String>> = cms
@@ -71,49 +88,153 @@ impl Reconciler {
             .collect();
 
         let mut stored = self.writer.read_ledger().await?;
-        // The ledger's names too: one missing from the listing must not be taken for gone.
-        let interest: BTreeSet<String> = stored
-            .ledger
-            .names()
-            .cloned()
-            .chain(cms.iter().flat_map(|cm| {
-                let declared = cm.input.keys.iter().filter_map(|d| match &d.decl {
-                    Decl::Apply(c) => Some(c.name.clone()),
-                    Decl::Absent(name) => name.clone(),
-                    Decl::Rejected(_) => None,
-                });
-                declared.chain(cm.input.managed.keys().cloned()).collect::<Vec<_>>()
-            }))
+        let ledgers = stored.ledger.clone();
+        // Where each ConfigMap goes: one being deleted whose destination is gone still deletes
+        // what the ledgers say it created anywhere.
+        let placed: Vec<Option<Placed>> = cms
+            .iter()
+            .map(|cm| {
+                let target = match &cm.target {
+                    Ok(d) => d.id.clone(),
+                    Err(_) if cm.input.deleting => LOCAL.to_string(),
+                    Err(_) => return None,
+                };
+                Some(Placed {
+                    input: cm.input.clone(),
+                    target,
+                })
+            })
             .collect();
-        let live = self.worker.read_live(&interest).await?;
+
+        // Read every destination that matters, each on its own: one that does not answer holds
+        // only the ConfigMaps that touch it.
+        let ids: BTreeSet<String> = std::iter::once(LOCAL.to_string())
+            .chain(ledgers.destinations().cloned())
+            .chain(placed.iter().flatten().map(|p| p.target.clone()))
+            .collect();
+        let mut workers: BTreeMap<String, (Arc<Destination>, Worker)> = BTreeMap::new();
+        let mut live_by: BTreeMap<String, LiveState> = BTreeMap::new();
+        let mut down: BTreeMap<String, String> = BTreeMap::new();
+        for id in ids {
+            let d = match destinations.resolve_id(&id) {
+                Ok(d) => d,
+                Err(why) => {
+                    down.insert(id, why);
+                    continue;
+                }
+            };
+            // The ledger's names too: one missing from the listing must not be taken for gone.
+            let interest: BTreeSet<String> = ledgers
+                .get(&id)
+                .names()
+                .cloned()
+                .chain(placed.iter().flatten().flat_map(|p| interest(p, &ledgers, &id)))
+                .collect();
+            let worker = Worker::new(&d, self.metrics.clone(), self.writer.leadership.clone());
+            match worker.read_live(&interest).await {
+                Ok(live) => {
+                    live_by.insert(id.clone(), live);
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %id, error = %e, "cannot read the destination; its ConfigMaps wait");
+                    down.insert(id.clone(), e.to_string());
+                }
+            }
+            workers.insert(id, (d, worker));
+        }
 
         let now = Instant::now();
-        let memory = PlanMemory {
-            worker_rejected: self.memory.rejections_waiting(now),
-            restart_ready: live
-                .keys()
-                .filter(|n| self.memory.restarts.get(*n).is_none_or(|r| r.next <= now))
-                .cloned()
-                .collect(),
+        let options = |d: &Destination| PlanOptions {
+            // Others may run connectors of their own on a shared cluster.
+            prune_unmanaged: self.args.prune_unmanaged && d.id == LOCAL,
+            auto_restart: self.args.auto_restart && !d.kind.is_cloud(),
         };
-        let inputs_for_plan: Vec<CmInput> = cms.iter().map(|c| c.input.clone()).collect();
-        let options = PlanOptions {
-            prune_unmanaged: self.args.prune_unmanaged,
-            auto_restart: self.args.auto_restart,
-        };
-        let plan = plan::plan(
-            &inputs_for_plan,
-            &live,
-            &stored.ledger,
-            &memory,
-            options,
-            &self.applied_hash,
-        );
-        let plans: BTreeMap<String, CmPlan> = plan.cms.iter().map(|p| (p.name.clone(), p.clone())).collect();
+        let held: Vec<bool> = placed
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .is_none_or(|p| touched(p, &ledgers).iter().any(|d| down.contains_key(*d)))
+            })
+            .collect();
+        let active: Vec<Placed> = placed
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| !**held)
+            .filter_map(|(p, _)| p.clone())
+            .collect();
+        let mut actions: Vec<(String, Action)> = Vec::new();
+        let mut parts: BTreeMap<String, Vec<CmPlan>> = BTreeMap::new();
+        let mut recorded = ledgers.clone();
+        for (id, live) in live_by.iter_mut() {
+            let (d, _) = &workers[id];
+            let inputs = project(&active, &ledgers, id);
+            if d.kind.is_cloud() {
+                as_applied(&inputs, live, &self.applied_hash);
+            }
+            let memory = PlanMemory {
+                worker_rejected: self.memory.rejections_waiting(now),
+                restart_ready: live
+                    .keys()
+                    .filter(|n| self.memory.restarts.get(*n).is_none_or(|r| r.next <= now))
+                    .cloned()
+                    .collect(),
+            };
+            let ledger = ledgers.get(id);
+            let plan = plan::plan(&inputs, live, &ledger, &memory, options(d), &self.applied_hash);
+            recorded.set(id, ledger.before_acting(live, &plan));
+            actions.extend(plan.actions.into_iter().map(|a| (id.clone(), a)));
+            for p in plan.cms {
+                parts.entry(p.name.clone()).or_default().push(p);
+            }
+        }
+        let mut plans: BTreeMap<String, CmPlan> = BTreeMap::new();
+        // Where each connector's status comes from, and those whose destination did not answer.
+        let mut homes_of: BTreeMap<String, String> = BTreeMap::new();
+        let mut unknown: BTreeSet<String> = BTreeSet::new();
+        for ((cm, p), held) in cms.iter_mut().zip(&placed).zip(&held) {
+            let plan = if *held {
+                let plan = hold(&cm.input);
+                // Held for a destination that did not answer (not for labels naming none, whose
+                // rejection says why): what it declares or manages there is unknown.
+                if let Some(p) = p {
+                    let away: Vec<&str> = touched(p, &ledgers)
+                        .into_iter()
+                        .filter(|d| down.contains_key(*d))
+                        .collect();
+                    cm.errors.extend(away.iter().map(|d| {
+                        format!("destination {d} cannot be reached ({}); its connectors are left as they are until it answers", down[*d])
+                    }));
+                    let names = plan.desired.keys().chain(plan.managed_pre.keys());
+                    unknown.extend(
+                        names
+                            .filter(|n| homes(&ledgers, n, &p.target).iter().any(|d| away.contains(d)))
+                            .cloned(),
+                    );
+                }
+                plan
+            } else {
+                let mine: Vec<&CmPlan> = parts.get(&cm.input.name).into_iter().flatten().collect();
+                merge(&cm.input, &mine)
+            };
+            let target = p.as_ref().map_or(LOCAL, |p| p.target.as_str());
+            for name in plan.managed_pre.keys() {
+                let home = homes(&ledgers, name, target)
+                    .into_iter()
+                    .find(|d| live_by.get(*d).is_some_and(|l| l.contains_key(name)));
+                homes_of.insert(name.clone(), home.unwrap_or(target).to_string());
+            }
+            for name in plan.desired.keys() {
+                homes_of.insert(name.clone(), target.to_string());
+            }
+            plans.insert(cm.input.name.clone(), plan);
+        }
+        let live: LiveState = homes_of
+            .iter()
+            .filter_map(|(name, d)| Some((name.clone(), live_by.get(d)?.get(name)?.clone())))
+            .collect();
 
-        // Record intent before acting: in the ledger what is about to be created or adopted (no
+        // Record intent before acting: in the ledgers what is about to be created or adopted (no
         // write at all without it), then on each ConfigMap its finalizer and managed names.
-        let recorded = stored.ledger.before_acting(&live, &plan);
         self.writer.write_ledger(&mut stored, recorded).await?;
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
@@ -131,15 +252,22 @@ impl Reconciler {
 
         let mut failed = 0usize;
         let mut acted = 0usize;
-        let mut deleted: BTreeSet<String> = BTreeSet::new();
+        let mut deleted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let index: BTreeMap<String, usize> = cms.iter().enumerate().map(|(i, c)| (c.input.name.clone(), i)).collect();
-        for action in &plan.actions {
+        for (destination, action) in &actions {
             let cm_index = action.cm().and_then(|c| index.get(c)).copied();
             if cm_index.is_some_and(|i| cms[i].blocked) && !matches!(action, Action::Delete { .. }) {
                 continue;
             }
-            let span =
-                tracing::info_span!("action", connector = %action.name(), configmap = action.cm().unwrap_or("-"));
+            if let Some(why) = down.get(destination) {
+                if let Some(i) = cm_index {
+                    cms[i]
+                        .errors
+                        .push(format!("connector {}: destination {destination}: {why}", action.name()));
+                }
+                continue;
+            }
+            let span = tracing::info_span!("action", connector = %action.name(), configmap = action.cm().unwrap_or("-"), %destination);
             let mask: Vec<&str> = secrets
                 .get(action.name())
                 .map(|v| v.iter().map(String::as_str).collect())
@@ -149,7 +277,8 @@ impl Reconciler {
                 let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                 r.next = Instant::now() + r.backoff.next().unwrap_or_default();
             }
-            let result = tracing::Instrument::instrument(self.worker.execute(action, &mask), span).await;
+            let worker = &workers[destination].1;
+            let result = tracing::Instrument::instrument(worker.execute(action, &mask), span).await;
             let cm = cm_index.map(|i| &mut cms[i]);
             match (result, cm) {
                 (Ok(()), cm) => {
@@ -167,15 +296,24 @@ impl Reconciler {
                             done = Done::Restarted(r.total);
                         }
                         Action::Delete { name, .. } => {
-                            deleted.insert(name.clone());
+                            deleted.entry(destination.clone()).or_default().insert(name.clone());
                         }
                         Action::State { .. } => {}
                     }
                     if let Some(cm) = cm {
-                        done.apply_to(cm, action);
+                        done.apply_to(cm, action, &at(destination));
                     }
                 }
-                (Err(ActionError::Fatal(e)), _) => return Err(e),
+                (Err(ActionError::Fatal(e @ ReconcileError::Deposed(_))), _) => return Err(e),
+                (Err(ActionError::Fatal(e)), cm) => {
+                    // This destination stopped answering: its other actions wait for the next pass.
+                    tracing::warn!(%destination, error = %e, "destination unreachable; its remaining actions wait");
+                    if let Some(cm) = cm {
+                        cm.errors
+                            .push(format!("connector {}: destination {destination}: {e}", action.name()));
+                    }
+                    down.insert(destination.clone(), e.to_string());
+                }
                 (Err(ActionError::Rejected(message)), cm) => {
                     if let Action::Put { name, config, .. } = action {
                         let previous = self.memory.worker_rejected.remove(name);
@@ -208,7 +346,10 @@ impl Reconciler {
 
         // What was deleted is no longer ours. Should this write fail, the next pass drops those
         // names anyway: they are neither on the worker nor declared.
-        let settled = stored.ledger.forget(&deleted);
+        let mut settled = stored.ledger.clone();
+        for (destination, names) in &deleted {
+            settled.set(destination, settled.get(destination).forget(names));
+        }
         match self.writer.write_ledger(&mut stored, settled).await {
             Ok(()) => {}
             Err(e @ ReconcileError::Deposed(_)) => return Err(e),
@@ -229,11 +370,22 @@ impl Reconciler {
 
         let mut missing_status = false;
         let restarts: BTreeMap<String, u32> = self.memory.restarts.iter().map(|(n, r)| (n.clone(), r.total)).collect();
+        let owned = stored.ledger.merged();
+        let seen = Seen {
+            live: &live,
+            secrets: &secrets,
+            restarts: &restarts,
+            ledger: &owned,
+            places: Places {
+                homes: &homes_of,
+                unknown: &unknown,
+            },
+        };
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             missing_status |= p.desired.keys().any(|n| live.get(n).is_none_or(|l| l.status.is_none()));
             let span = tracing::info_span!("report", configmap = %cm.input.name);
-            let report = self.report(cm, p, &live, &secrets, &restarts, &stored.ledger);
+            let report = self.report(cm, p, &seen);
             match tracing::Instrument::instrument(report, span).await {
                 Ok(()) => {}
                 Err(e @ ReconcileError::Deposed(_)) => return Err(e),
@@ -244,6 +396,10 @@ impl Reconciler {
             }
         }
         self.report_metrics(&cms, &plans, &live);
+        if !down.is_empty() {
+            let destinations = down.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(ReconcileError::Unreachable { destinations, failed });
+        }
         if failed > 0 {
             return Err(ReconcileError::Incomplete { failed });
         }
@@ -274,15 +430,7 @@ impl Reconciler {
 
     /// Events, then status annotations or, for a deleted ConfigMap whose connectors are gone,
     /// the finalizer's release.
-    async fn report(
-        &self,
-        cm: &mut CmState,
-        p: &CmPlan,
-        live: &LiveState,
-        secrets: &BTreeMap<String, Vec<String>>,
-        restarts: &BTreeMap<String, u32>,
-        ledger: &Ledger,
-    ) -> Result<(), ReconcileError> {
+    async fn report(&self, cm: &mut CmState, p: &CmPlan, seen: &Seen<'_>) -> Result<(), ReconcileError> {
         let report = status::report(&Facts {
             plan: p,
             annotations: &cm.annotations,
@@ -294,16 +442,17 @@ impl Reconciler {
             errors: &cm.errors,
             failed_deletes: &cm.failed_deletes,
             written: &cm.written,
-            live,
+            live: seen.live,
             worker_rejected: &self
                 .memory
                 .worker_rejected
                 .iter()
                 .map(|(name, r)| (name.clone(), r.report.clone()))
                 .collect(),
-            restarts,
-            secrets,
-            ledger,
+            restarts: seen.restarts,
+            secrets: seen.secrets,
+            ledger: seen.ledger,
+            places: seen.places,
         });
         let reference = cm.object.object_ref(&());
         for note in std::mem::take(&mut cm.notes).into_iter().chain(report.notes) {
@@ -341,8 +490,43 @@ impl Reconciler {
     }
 }
 
+/// The names a ConfigMap placed as `p` asks destination `id` about: those it declares there,
+/// and those it manages that are there.
+fn interest<'a>(p: &'a Placed, ledgers: &'a Ledgers, id: &'a str) -> impl Iterator<Item = String> + 'a {
+    let declared = p
+        .input
+        .keys
+        .iter()
+        .filter(move |_| p.target == id)
+        .filter_map(|d| match &d.decl {
+            Decl::Apply(c) => Some(c.name.clone()),
+            Decl::Absent(name) => name.clone(),
+            Decl::Rejected(_) => None,
+        });
+    let managed = p
+        .input
+        .managed
+        .keys()
+        .filter(move |n| homes(ledgers, n, &p.target).contains(&id))
+        .cloned();
+    declared.chain(managed)
+}
+
+/// How notes name a destination other than the local worker.
+fn at(destination: &str) -> String {
+    if destination == LOCAL {
+        String::new()
+    } else {
+        format!(" (destination {destination})")
+    }
+}
+
 /// A ConfigMap as the planner sees it, with its verdicts taken out of `by_cm`.
-fn cm_state(object: Arc<ConfigMap>, by_cm: &mut BTreeMap<String, Vec<Verdict>>) -> CmState {
+fn cm_state(
+    object: Arc<ConfigMap>,
+    target: Result<Arc<Destination>, String>,
+    by_cm: &mut BTreeMap<String, Vec<Verdict>>,
+) -> CmState {
     let name = object.metadata.name.clone().unwrap_or_default();
     let verdicts = if object.metadata.deletion_timestamp.is_some() {
         vec![]
@@ -362,6 +546,7 @@ fn cm_state(object: Arc<ConfigMap>, by_cm: &mut BTreeMap<String, Vec<Verdict>>) 
     };
     CmState {
         applied: BTreeMap::new(),
+        target,
         object,
         input,
         annotations,
@@ -376,10 +561,7 @@ fn cm_state(object: Arc<ConfigMap>, by_cm: &mut BTreeMap<String, Vec<Verdict>>) 
 
 /// A verdict as the planner sees it.
 fn declared(v: &Verdict) -> Declared {
-    let decl = if v.cloud_target.is_some() {
-        // Runs on a fully managed cluster: never applied to (nor deleted from) the local worker.
-        Decl::Rejected(v.name.clone())
-    } else if !v.accepted() {
+    let decl = if !v.accepted() {
         match (v.desired, &v.name) {
             (Desired::Absent, None) => Decl::Absent(None),
             _ => Decl::Rejected(v.name.clone()),
@@ -397,6 +579,16 @@ fn declared(v: &Verdict) -> Declared {
     }
 }
 
+/// What a pass saw and did, as every ConfigMap's report needs it.
+struct Seen<'a> {
+    /// Each reported connector's state on its destination.
+    live: &'a LiveState,
+    secrets: &'a BTreeMap<String, Vec<String>>,
+    restarts: &'a BTreeMap<String, u32>,
+    ledger: &'a Ledger,
+    places: Places<'a>,
+}
+
 /// What an action that succeeded means for its ConfigMap's report.
 enum Done {
     Ok,
@@ -404,7 +596,16 @@ enum Done {
 }
 
 impl Done {
-    fn apply_to(self, cm: &mut CmState, action: &Action) {
+    /// `at` follows each note: where the connector is, when not on the local worker.
+    fn apply_to(self, cm: &mut CmState, action: &Action, at: &str) {
+        let before = cm.notes.len();
+        self.note(cm, action);
+        for note in &mut cm.notes[before..] {
+            note.text.push_str(at);
+        }
+    }
+
+    fn note(self, cm: &mut CmState, action: &Action) {
         match (self, action) {
             (Done::Ok, Action::Put { name, hash, cause, .. }) => {
                 cm.applied.insert(name.clone(), hash.clone());

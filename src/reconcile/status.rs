@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::ledger::{Ledger, Provenance};
 use super::plan::{CmPlan, Live, LiveState};
+use crate::connect::destinations::LOCAL;
 use crate::pipeline::manifest::{ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_LAST_ERROR, ANNOTATION_STATUS};
 use crate::pipeline::secrets::mask;
 
@@ -127,6 +128,16 @@ pub struct Facts<'a> {
     pub secrets: &'a BTreeMap<String, Vec<String>>,
     /// The ledger as written this pass: which connectors were adopted rather than created.
     pub ledger: &'a Ledger,
+    pub places: Places<'a>,
+}
+
+/// Where connectors are, when not all on the local worker.
+#[derive(Clone, Copy, Debug)]
+pub struct Places<'a> {
+    /// The destination of each connector (`local` or absent: the local worker).
+    pub homes: &'a BTreeMap<String, String>,
+    /// Connectors whose destination could not be read this pass: their state is unknown.
+    pub unknown: &'a BTreeSet<String>,
 }
 
 /// What to write on the ConfigMap.
@@ -157,6 +168,9 @@ pub struct ConnectorStatus {
     pub restarts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
+    /// Where it runs, when not on the local worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 impl ConnectorStatus {
@@ -167,6 +181,7 @@ impl ConnectorStatus {
             trace: None,
             restarts: None,
             note: None,
+            destination: None,
         };
         let Some(live) = live else { return empty("ABSENT") };
         let Some(status) = &live.status else {
@@ -196,6 +211,7 @@ impl ConnectorStatus {
             trace,
             restarts: None,
             note: None,
+            destination: None,
         }
     }
 }
@@ -297,7 +313,13 @@ pub fn report(f: &Facts) -> Report {
             .map(|v| v.iter().map(String::as_str).collect())
             .unwrap_or_default();
         let mut s = ConnectorStatus::from_live(f.live.get(name), &secrets);
-        if f.written.contains(name) {
+        s.destination = f.places.homes.get(name).filter(|d| *d != LOCAL).cloned();
+        if f.places.unknown.contains(name) {
+            s.state = "UNKNOWN".into();
+            s.tasks.clear();
+            s.trace = None;
+            s.note = Some("its destination could not be read; left as it was, see connect-gate.io/last-error");
+        } else if f.written.contains(name) {
             s.state = "PENDING".into();
             s.tasks.clear();
             s.trace = None;
@@ -468,6 +490,8 @@ mod tests {
         restarts: BTreeMap<String, u32>,
         secrets: BTreeMap<String, Vec<String>>,
         ledger: Ledger,
+        homes: BTreeMap<String, String>,
+        unknown: BTreeSet<String>,
     }
 
     impl Case {
@@ -492,6 +516,8 @@ mod tests {
                 restarts: BTreeMap::new(),
                 secrets: BTreeMap::new(),
                 ledger: Ledger::default(),
+                homes: BTreeMap::new(),
+                unknown: BTreeSet::new(),
             }
         }
 
@@ -512,6 +538,10 @@ mod tests {
                 restarts: &self.restarts,
                 secrets: &self.secrets,
                 ledger: &self.ledger,
+                places: Places {
+                    homes: &self.homes,
+                    unknown: &self.unknown,
+                },
             })
         }
 
@@ -555,6 +585,25 @@ mod tests {
                 notes: vec![],
                 change: Change::None
             }
+        );
+    }
+
+    #[test]
+    fn the_status_of_a_connector_elsewhere_names_its_destination_and_is_unknown_while_it_cannot_be_read() {
+        let mut case = Case::new();
+        case.homes = map(&[("a", "analytics")]);
+        let status = |case: &Case| -> Value { serde_json::from_str(&case.converged()[ANNOTATION_STATUS]).unwrap() };
+        assert_eq!(status(&case)["a"]["destination"], "analytics");
+        assert_eq!(status(&case)["a"]["state"], "RUNNING");
+        case.unknown = ["a".to_string()].into();
+        case.live.clear();
+        let s = status(&case);
+        assert_eq!(s["a"]["state"], "UNKNOWN", "{s}");
+        assert_eq!(s["a"]["destination"], "analytics");
+        case.homes = map(&[("a", "local")]);
+        assert!(
+            status(&case)["a"].get("destination").is_none(),
+            "the local worker is not named"
         );
     }
 

@@ -1,6 +1,7 @@
-//! The reconciler's side of the Kafka Connect REST API: every call counted, 409 (a rebalance
-//! in progress) and 5xx retried with capped exponential backoff, the worker's state read in one
-//! bulk call, and each planned [`Action`] turned into its request.
+//! The reconciler's side of a destination's REST API: every call counted, 409 (a rebalance in
+//! progress), 429 (rate limited: the wait it asks for is honoured) and 5xx retried with capped
+//! exponential backoff, the destination's state read in one bulk call, and each planned
+//! [`Action`] turned into its request.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -12,11 +13,17 @@ use serde_json::{Value, json};
 use super::ReconcileError;
 use super::lease::Leadership;
 use super::plan::{self, Action, Live, LiveState};
+use crate::connect::destinations::Kind;
+use crate::connect::registry::Destination;
 use crate::connect::{ConnectClient, RestResponse, connector_path};
 use crate::metrics::{Metrics, RestLabels};
 use crate::pipeline::secrets::mask;
 
-/// Retries of one call answered 409 or 5xx, 250 ms doubling up to 4 s.
+/// The longest wait a 429's headers are honoured for; a longer one fails the call (retried by
+/// the next pass).
+const RATE_LIMIT_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Retries of one call answered 409, 429 or 5xx, 250 ms doubling up to 4 s.
 const CALL_RETRY: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(250))
     .with_max_delay(Duration::from_secs(4))
@@ -41,14 +48,16 @@ impl From<ReconcileError> for ActionError {
 
 pub struct Worker {
     connect: ConnectClient,
+    kind: Kind,
     metrics: Metrics,
     leadership: Leadership,
 }
 
 impl Worker {
-    pub fn new(connect: ConnectClient, metrics: Metrics, leadership: Leadership) -> Self {
+    pub fn new(destination: &Destination, metrics: Metrics, leadership: Leadership) -> Self {
         Self {
-            connect,
+            connect: destination.client.clone(),
+            kind: destination.kind.clone(),
             metrics,
             leadership,
         }
@@ -75,13 +84,17 @@ impl Worker {
                 })
                 .inc();
             match result {
-                Ok(r) if r.status.as_u16() == 409 || r.status.is_server_error() => match delays.next() {
-                    Some(delay) => {
-                        tracing::debug!(status = %r.status, ?delay, "Kafka Connect busy; retrying");
-                        tokio::time::sleep(delay).await;
+                Ok(r) if matches!(r.status.as_u16(), 409 | 429) || r.status.is_server_error() => {
+                    let asked = r.retry_after.unwrap_or_default();
+                    match delays.next() {
+                        Some(delay) if asked <= RATE_LIMIT_WAIT_MAX => {
+                            let delay = delay.max(asked);
+                            tracing::debug!(status = %r.status, ?delay, "Kafka Connect busy; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                        _ => return Ok(r),
                     }
-                    None => return Ok(r),
-                },
+                }
                 other => return Ok(other?),
             }
         }
@@ -90,21 +103,21 @@ impl Worker {
     /// The worker's connectors in one bulk call; a connector it lists but leaves out of the
     /// expansion (status not written yet) and that matters here is fetched on its own.
     pub async fn read_live(&self, interest: &BTreeSet<String>) -> Result<LiveState, ReconcileError> {
-        let what = "GET /connectors?expand=info&expand=status";
-        let r = self
-            .call(Method::GET, "/connectors?expand=info&expand=status", None)
-            .await?;
+        // Confluent Cloud takes the expansions as one comma-separated value.
+        let what = match self.kind {
+            Kind::Connect => "/connectors?expand=info&expand=status",
+            Kind::ConfluentCloud { .. } => "/connectors?expand=info,status",
+        };
+        let r = self.call(Method::GET, what, None).await?;
+        let what = format!("GET {what}");
         if !r.status.is_success() {
             return Err(ReconcileError::WorkerStatus {
-                what: what.into(),
+                what,
                 status: r.status.as_u16(),
                 message: r.message(),
             });
         }
-        let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode {
-            what: what.into(),
-            source,
-        })?;
+        let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode { what, source })?;
         let unlisted: Vec<&String> = interest.iter().filter(|n| !live.contains_key(*n)).collect();
         for name in unlisted {
             let r = self.call(Method::GET, &connector_path(name), None).await?;

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::ReconcileError;
 use super::lease::Leadership;
-use super::ledger::{ANNOTATION_LEDGER, Ledger};
+use super::ledger::{ANNOTATION_LEDGER, ANNOTATION_LEDGER_DESTINATIONS, Ledgers};
 use super::status::{ANNOTATIONS, Change, NOTE_MAX, Note, bound, map_annotation};
 use crate::pipeline::manifest::{ANNOTATION_CONNECTORS, FINALIZER};
 
@@ -32,7 +32,7 @@ pub struct Writer {
 /// The ledger as read, with the Lease it came from, so that a write is refused (409) when anyone
 /// else wrote it since (a replica that lost the election while still finishing a pass).
 pub struct StoredLedger {
-    pub ledger: Ledger,
+    pub ledger: Ledgers,
     lease: Option<Lease>,
 }
 
@@ -46,20 +46,21 @@ impl Writer {
                 name: self.ledger_name.clone(),
                 source,
             })?;
-        let annotation = lease
-            .as_ref()
-            .and_then(|l| l.metadata.annotations.as_ref())
-            .and_then(|a| a.get(ANNOTATION_LEDGER));
-        let ledger =
-            Ledger::decode(annotation.map(String::as_str)).map_err(|source| ReconcileError::LedgerUnreadable {
-                name: self.ledger_name.clone(),
-                source,
-            })?;
+        let annotations = lease.as_ref().and_then(|l| l.metadata.annotations.as_ref());
+        let annotation = |key| annotations.and_then(|a| a.get(key)).map(String::as_str);
+        let ledger = Ledgers::decode(
+            annotation(ANNOTATION_LEDGER),
+            annotation(ANNOTATION_LEDGER_DESTINATIONS),
+        )
+        .map_err(|source| ReconcileError::LedgerUnreadable {
+            name: self.ledger_name.clone(),
+            source,
+        })?;
         Ok(StoredLedger { ledger, lease })
     }
 
     /// Writes `ledger` unless it is what `stored` holds already; the first write creates the Lease.
-    pub async fn write_ledger(&self, stored: &mut StoredLedger, ledger: Ledger) -> Result<(), ReconcileError> {
+    pub async fn write_ledger(&self, stored: &mut StoredLedger, ledger: Ledgers) -> Result<(), ReconcileError> {
         if stored.ledger == ledger {
             return Ok(());
         }
@@ -71,11 +72,13 @@ impl Writer {
             },
             spec: None,
         });
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(ANNOTATION_LEDGER.into(), ledger.encode());
+        let (local, others) = ledger.encode();
+        let annotations = lease.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_LEDGER.into(), local);
+        match others {
+            Some(others) => annotations.insert(ANNOTATION_LEDGER_DESTINATIONS.into(), others),
+            None => annotations.remove(ANNOTATION_LEDGER_DESTINATIONS),
+        };
         let params = PostParams::default();
         // replace() sends the resourceVersion read: a concurrent writer makes this a 409.
         let written = match &stored.lease {

@@ -15,7 +15,6 @@ use kube::core::admission::{AdmissionRequest, AdmissionReview};
 
 use super::admission::{self, Decision};
 use crate::config::OnPluginsUnavailable;
-use crate::connect::ConnectClient;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{AdmissionLabels, Metrics, ResultLabels};
 use crate::pipeline::manifest::ConnectorConfigMap;
@@ -26,7 +25,6 @@ const BODY_LIMIT: usize = 3 << 20;
 
 pub struct Webhook {
     pub judge: Arc<Judge>,
-    pub connect: ConnectClient,
     pub metrics: Metrics,
     /// The namespace this sidecar reconciles (even under `--no-reconcile`): the only one judged.
     pub namespace: String,
@@ -54,7 +52,8 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 async fn readyz(State(w): State<Arc<Webhook>>) -> Response {
-    let plugins_ok = w.judge.plugins().catalog().is_some() || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
+    let plugins_ok = w.judge.destinations().local_destination().plugins.catalog().is_some()
+        || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
     match ((w.cert_loaded)(), plugins_ok) {
         (true, true) => "ready".into_response(),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "serving certificate not loaded").into_response(),
@@ -135,7 +134,7 @@ async fn validate(State(w): State<Arc<Webhook>>, body: Bytes) -> Response {
 impl Webhook {
     async fn judge(&self, cm: ConnectorConfigMap) -> Decision {
         if self.on_plugins_unavailable == OnPluginsUnavailable::Deny
-            && let Some(why) = self.judge.plugins_unavailable()
+            && let Some(why) = self.judge.plugins_unavailable(&cm)
         {
             return Decision::deny(format!("{why} and --on-plugins-unavailable=deny"), vec![]);
         }
@@ -147,12 +146,18 @@ impl Webhook {
         decision
     }
 
-    /// Asks the worker's own validator about every accepted connector, within `budget`: over
-    /// budget or unreachable, the request is allowed with a warning.
+    /// Asks the validator of each accepted connector's destination about it, within `budget`:
+    /// over budget or unreachable, the request is allowed with a warning.
     async fn validate_with_worker(&self, verdicts: &[Verdict], budget: Duration, decision: &mut Decision) {
-        let checks = verdicts.iter().filter(|v| v.cloud_target.is_none()).filter_map(|v| {
+        let checks = verdicts.iter().filter_map(|v| {
             let connector = v.connector.as_ref()?;
-            Some(async move { (v, self.connect.validate(&connector.config, &connector.secrets).await) })
+            let destination = self.judge.destinations().resolve(&v.destination).ok()?;
+            Some(async move {
+                (
+                    v,
+                    destination.client.validate(&connector.config, &connector.secrets).await,
+                )
+            })
         });
         let Ok(results) = tokio::time::timeout(budget, futures::future::join_all(checks)).await else {
             self.metrics

@@ -36,12 +36,15 @@
 //!   * [`names`]: unique names ([`random_suffix`]);
 //!   * [`proxies`]: faults on loopback: a cuttable TCP proxy to the API server
 //!     ([`proxies::CutProxy`]) and a recording HTTP proxy to a Connect worker ([`proxies::Recorder`]);
+//!   * [`ccloud`]: a stand-in for Confluent Cloud's Connect API in front of a real worker
+//!     ([`ccloud::CloudStandIn`]);
 //!   * [`sidecar`]: the reconciler under test ([`sidecar::Sidecar`]) and the helpers its e2e
 //!     tests share (declaring connectors, waiting on status, Events, the ledger, the worker);
 //!   * [`rbac`]: Role rules of the identities tests act as ([`RECONCILER_RULES`],
 //!     [`CONFIGMAP_EDITOR_RULES`]).
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod ccloud;
 mod env;
 mod flux;
 mod kubectl;

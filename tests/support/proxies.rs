@@ -162,14 +162,7 @@ impl Recorder {
             waiting: Arc::default(),
         };
         let (writes, waiting) = (shared.writes.clone(), shared.waiting.clone());
-        let app = axum::Router::new().fallback(forward).with_state(shared);
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-        });
+        let stop = serve_until_stopped(listener, axum::Router::new().fallback(forward).with_state(shared));
         Recorder {
             url,
             writes,
@@ -193,6 +186,18 @@ impl Recorder {
     pub fn waiting(&self) -> usize {
         *self.waiting.lock().unwrap()
     }
+}
+
+/// Serves `app` on `listener` until the token returned is cancelled.
+pub fn serve_until_stopped(listener: TcpListener, app: axum::Router) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await;
+    });
+    stop
 }
 
 impl Drop for Recorder {
