@@ -1114,3 +1114,47 @@ async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_con
         "the reconciler deleted the connector before letting the ConfigMap go"
     );
 }
+
+/// Bad template inputs never take the sidecar down: it starts with them, admits what does not
+/// read them, and a template reading one is denied with where it is defined and why, never its
+/// value.
+#[tokio::test]
+async fn bad_template_inputs_make_only_their_own_variables_unusable() {
+    let env = TestEnv::new("webhook-bad-inputs").await;
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join("clash.properties"),
+        "db.url=jdbc:one\ndb-url=jdbc:two\n",
+    )
+    .unwrap();
+    std::fs::write(bad.path().join("binary-secret"), [0xff, 0xfe, 0x00]).unwrap();
+    let _gate = Gate::start(&env, &["--vars-dir", bad.path().to_str().unwrap()]).await;
+
+    let good = configmap("good", &[("s.json", &sink(&env.connector_name("s")))]);
+    let (ok, text) = dry_run(&env, &good, false);
+    assert!(ok, "{text}");
+    for (var, why) in [
+        ("$DB_URL", "cannot be used: defined more than once"),
+        ("$BINARY_SECRET", "is not UTF-8 text"),
+    ] {
+        let template = sink(&env.connector_name("b")).replace("$ORDERS_TOPIC", var);
+        let (ok, text) = dry_run(&env, &configmap("bad", &[("b.json", &template)]), false);
+        assert!(!ok && text.contains(why), "{var}: {text}");
+        assert!(!text.contains("jdbc:one") && !text.contains("jdbc:two"), "{text}");
+    }
+    let (ok, text) = dry_run(
+        &env,
+        &configmap(
+            "clash",
+            &[(
+                "c.json",
+                &sink(&env.connector_name("c")).replace("$ORDERS_TOPIC", "$DB_URL"),
+            )],
+        ),
+        false,
+    );
+    assert!(
+        !ok && text.contains("clash.properties (key db.url)") && text.contains("clash.properties (key db-url)"),
+        "{text}"
+    );
+}
