@@ -36,6 +36,7 @@ const EXTRA: &[&str] = &[
     r#"{"name": "entries", "config": ({"connector.class": "FileStreamSink", "tasks.max": 2, "x": true} | with_entries(.value |= tostring))}"#,
     r#"{"name": "reduce", "config": {"connector.class": "FileStreamSink", "topics": (reduce ("a", "b", "c") as $t (""; if . == "" then $t else . + "," + $t end))}}"#,
     r#"{"name": "arrays", "config": {"connector.class": "FileStreamSink", "topics": (["x", "y"] | map("t-" + .) | join(",")), "first": (["p", "q"] | first), "n": ([1, 2, 3] | add)}}"#,
+    r#"{"name": "data", "config": {"connector.class": "FileStreamSink", "esc": "tab\there \"q\" \u00e9 back\\slash /", "nul": "[\(null)]", "dup": "first", "dup": "second", "k\u00e9y": $ENV.DB_HOST?, "flag": false, "on": true, "user": $ENV["KAFKA_API_KEY"], "both": "\($SASL_MECHANISM)\("-")\(env.DB_HOST)"}}"#,
     r#"{"name": "jaas", "config": {"connector.class": "FileStreamSink", "sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"\(env.KAFKA_API_KEY)\" password=\"\(env.KAFKA_API_SECRET)\";"}}"#,
 ];
 

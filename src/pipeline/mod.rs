@@ -4,6 +4,7 @@
 //! against the worker's plugins ([`plugins`]) into a [`verdict::Verdict`]. The webhook, the
 //! reconciler and the CLI all judge through [`verdict::Pipeline::judge`].
 
+pub mod data_template;
 pub mod inputs;
 pub mod manifest;
 pub mod plugins;

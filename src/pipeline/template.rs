@@ -18,6 +18,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::data_template::DataTemplate;
 pub use super::sandbox::{Renderer, SandboxError};
 
 /// What the child evaluates: one template against each set of bindings in turn, one outcome
@@ -135,8 +136,12 @@ type Def = jaq_core::load::parse::Def<&'static str>;
 
 /// A template and the names of the variables bound for it.
 type TemplateKey = (String, Vec<String>);
-/// A compiled template, or why it does not compile.
-type Compiled = Result<Filter, Outcome>;
+
+/// A template ready to run: plain data, or compiled by jaq (or why it does not compile).
+enum Prepared {
+    Data(DataTemplate),
+    Jaq(Result<Filter, Outcome>),
+}
 
 /// Compiled templates a child keeps, by total template bytes: past it the cache starts over.
 const CACHE_BYTES: usize = 8 << 20;
@@ -153,7 +158,7 @@ pub struct Engine {
     prelude: Vec<Def>,
     /// The names the standard definitions define.
     standard: HashSet<&'static str>,
-    compiled: HashMap<TemplateKey, Rc<Compiled>>,
+    compiled: HashMap<TemplateKey, Rc<Prepared>>,
     cached_bytes: usize,
 }
 
@@ -199,29 +204,37 @@ impl Engine {
     /// Evaluates a template in this process. Only a sandboxed child runs untrusted code.
     pub fn eval(&mut self, code: &str, bindings: &Bindings) -> Outcome {
         let key = (code.to_string(), bindings.vars.keys().cloned().collect::<Vec<_>>());
-        let compiled = match self.compiled.get(&key) {
-            Some(compiled) => compiled.clone(),
+        let prepared = match self.compiled.get(&key) {
+            Some(prepared) => prepared.clone(),
             None => {
-                // Without the standard definitions when it names none; with them when it
-                // does, or when something it uses turns out to be undefined without them.
-                let lean = (!names_any(code, &self.standard)).then(|| compile(&self.prelude, code, &key.1));
-                let compiled = Rc::new(match lean {
-                    Some(Err(Outcome::Undefined(_))) | None => compile(&self.all, code, &key.1),
-                    Some(lean) => lean,
-                });
+                let prepared = Rc::new(self.prepare(code, &key.1));
                 if self.cached_bytes + code.len() > CACHE_BYTES {
                     self.compiled.clear();
                     self.cached_bytes = 0;
                 }
                 self.cached_bytes += code.len();
-                self.compiled.insert(key, compiled.clone());
-                compiled
+                self.compiled.insert(key, prepared.clone());
+                prepared
             }
         };
-        match compiled.as_ref() {
-            Ok(filter) => run(filter, bindings),
-            Err(outcome) => outcome.clone(),
+        match prepared.as_ref() {
+            Prepared::Data(template) => Outcome::Value(template.eval(&bindings.vars, &bindings.env)),
+            Prepared::Jaq(Ok(filter)) => run(filter, bindings),
+            Prepared::Jaq(Err(outcome)) => outcome.clone(),
         }
+    }
+
+    fn prepare(&self, code: &str, vars: &[String]) -> Prepared {
+        if let Some(data) = DataTemplate::parse(code, vars) {
+            return Prepared::Data(data);
+        }
+        // Without the standard definitions when it names none; with them when it does, or
+        // when something it uses turns out to be undefined without them.
+        let lean = (!names_any(code, &self.standard)).then(|| compile(&self.prelude, code, vars));
+        Prepared::Jaq(match lean {
+            Some(Err(Outcome::Undefined(_))) | None => compile(&self.all, code, vars),
+            Some(lean) => lean,
+        })
     }
 }
 
@@ -445,6 +458,57 @@ mod tests {
                 Err(outcome) => format!("{outcome:?}"),
             };
             assert_eq!(outcome(&engine.prelude), outcome(&engine.all), "{code}");
+        }
+    }
+
+    /// A template the data path takes, as text: objects, arrays, strings with escapes and
+    /// interpolations, literals, `$Y`, `env.X`, `$ENV.X`, `$ENV`.
+    fn data_template() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let text = prop::collection::vec(
+            prop_oneof!["[a-z =:/é]{0,6}", Just("\\n".to_string()), Just("\\\"".to_string()), Just("\\u00e9".to_string())],
+            0..4,
+        )
+        .prop_map(|parts| parts.concat());
+        let leaf = prop_oneof![
+            text.clone().prop_map(|t| format!("\"{t}\"")),
+            Just("$Y".to_string()),
+            Just("env.X".to_string()),
+            Just("env.UNSET".to_string()),
+            Just("$ENV.X?".to_string()),
+            Just("$ENV[\"X\"]".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            (text.clone(), prop_oneof![Just("$Y"), Just("env.X"), Just("null"), Just("\"s\"")])
+                .prop_map(|(t, hole)| format!("\"{t}\\({hole}){t}\"")),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(", "))),
+                prop::collection::vec((prop_oneof!["[a-c]{1,2}", "\"[a-c.]{0,3}\""], inner), 0..5).prop_map(
+                    |entries| {
+                        let entries: Vec<String> = entries.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                        format!("{{{}}}", entries.join(", "))
+                    }
+                ),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_data_path_renders_as_jaq_does(code in data_template()) {
+            let names = vec!["Y".to_string()];
+            let bindings = Bindings {
+                vars: BTreeMap::from([("Y".into(), "y\"\\é".into())]),
+                env: BTreeMap::from([("X".into(), "x".into()), ("Z".into(), "z".into())]),
+            };
+            let data = DataTemplate::parse(&code, &names).expect("a data template");
+            let jaq = compile(&Engine::default().all, &code, &names).map(|f| super::run(&f, &bindings));
+            proptest::prop_assert_eq!(
+                format!("{:?}", Outcome::Value(data.eval(&bindings.vars, &bindings.env))),
+                format!("{:?}", jaq.unwrap_or_else(|o| o))
+            );
         }
     }
 
