@@ -158,6 +158,14 @@ impl Gate {
                 "webhook/{file} selects exactly the reconciled namespace"
             );
             selector[0]["values"] = json!(namespaces);
+            // The sidecar's ServiceAccount lives in the test's namespace here.
+            for condition in hook["matchConditions"].as_array_mut().into_iter().flatten() {
+                let expression = condition["expression"].as_str().unwrap().replace(
+                    "system:serviceaccount:connect:connect-gate",
+                    &format!("system:serviceaccount:{}:connect-gate", env.namespace),
+                );
+                condition["expression"] = json!(expression);
+            }
             let kind = config["kind"].as_str().unwrap().to_lowercase();
             env.kubectl_apply(&serde_json::to_string(&config).unwrap());
             self.registrations.push(format!("{kind}/{name}"));
@@ -1027,7 +1035,7 @@ async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_con
         r#"{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "connect-gate"},
             "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": 3600}}"#,
     );
-    let _gate = Gate::start_as(&env, &["--namespace", &env.namespace, "--resync", "2s"], &sidecar).await;
+    let gate = Gate::start_as(&env, &["--namespace", &env.namespace, "--resync", "2s"], &sidecar).await;
 
     // A ConfigMap deleted while nothing reconciles stays Terminating on the finalizer that the
     // mutating webhook added. Its editor may not take the finalizer off...
@@ -1080,6 +1088,45 @@ async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_con
         },
     )
     .await;
+
+    // connect-gate's own record keeping is not sent to the webhook at all (the registration's
+    // match condition); a change of data is, whoever makes it.
+    let judged = || async {
+        let metrics = gate.metrics().await;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("connect_gate_admission_requests_total{webhook=\"validate\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = judged().await;
+    env.kubectl_ok(&[
+        "--as",
+        &controller,
+        "annotate",
+        "configmap",
+        "cm",
+        "example.com/touched=yes",
+    ]);
+    assert_eq!(
+        judged().await,
+        before,
+        "the sidecar's own update was sent to the webhook"
+    );
+    let bad_data = [
+        "--as",
+        controller.as_str(),
+        "patch",
+        "configmap",
+        "cm",
+        "--type=merge",
+        "-p",
+        r#"{"data": {"bad.json": "{"}}"#,
+    ];
+    let out = env.kubectl(&bad_data);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("does not parse"), "{text}");
+    assert!(judged().await > before);
 
     // The editor claims another connector for it: refused. Taking the finalizer off a live
     // ConfigMap is undone by the mutating webhook within the same request.

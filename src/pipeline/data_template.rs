@@ -78,7 +78,10 @@ impl DataTemplate {
     /// Whether jq would interpolate this as its text: strings as they are, null as `null`.
     /// Objects and arrays print as JSON, whose spacing and escapes are jq's own: left to jaq.
     fn interpolable(&self) -> bool {
-        matches!(self, Self::Text(_) | Self::Var(_) | Self::Env(_) | Self::Literal(Value::Null))
+        matches!(
+            self,
+            Self::Text(_) | Self::Var(_) | Self::Env(_) | Self::Literal(Value::Null)
+        )
     }
 }
 
@@ -118,7 +121,9 @@ fn from_term(term: &Term<&str>, vars: &[String]) -> Option<DataTemplate> {
         Term::Var("$ENV") => Some(DataTemplate::AllEnv),
         Term::Var(name) => {
             let name = name.strip_prefix('$')?;
-            vars.iter().any(|v| v == name).then(|| DataTemplate::Var(name.to_string()))
+            vars.iter()
+                .any(|v| v == name)
+                .then(|| DataTemplate::Var(name.to_string()))
         }
         // `env.X`, `$ENV.X` (also with `?`, which cannot fail on an object).
         Term::Path(head, path) => {

@@ -466,7 +466,12 @@ mod tests {
     fn data_template() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let text = prop::collection::vec(
-            prop_oneof!["[a-z =:/é]{0,6}", Just("\\n".to_string()), Just("\\\"".to_string()), Just("\\u00e9".to_string())],
+            prop_oneof![
+                "[a-z =:/é]{0,6}",
+                Just("\\n".to_string()),
+                Just("\\\"".to_string()),
+                Just("\\u00e9".to_string())
+            ],
             0..4,
         )
         .prop_map(|parts| parts.concat());
@@ -479,7 +484,10 @@ mod tests {
             Just("$ENV[\"X\"]".to_string()),
             Just("true".to_string()),
             Just("null".to_string()),
-            (text.clone(), prop_oneof![Just("$Y"), Just("env.X"), Just("null"), Just("\"s\"")])
+            (
+                text.clone(),
+                prop_oneof![Just("$Y"), Just("env.X"), Just("null"), Just("\"s\"")]
+            )
                 .prop_map(|(t, hole)| format!("\"{t}\\({hole}){t}\"")),
         ];
         leaf.prop_recursive(3, 24, 4, move |inner| {
