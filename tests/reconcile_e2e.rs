@@ -205,7 +205,7 @@ async fn a_connector_already_on_the_worker_is_adopted_visibly_and_then_owned() {
 async fn disable_reenable_rename_and_remove_a_key() {
     let env = TestEnv::new("reconcile-disable-rename").await;
     let dir = test_dir();
-    let _sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
+    let sidecar = Sidecar::start(&env, dir.path(), &env.connect_url, "solo", &[]);
     let (a, b, renamed) = (
         env.connector_name("a"),
         env.connector_name("b"),
@@ -221,6 +221,20 @@ async fn disable_reenable_rename_and_remove_a_key() {
     wait_absent(&env.connect_url, &a).await;
     wait_absent(&env.connect_url, &b).await;
     wait_event(&env, "cm", "Deleted", &a).await;
+    // Converged with only disabled connectors: a pass reads the worker once, in bulk, and asks
+    // nothing about each connector declared absent.
+    wait_passes(&sidecar, 1.0).await;
+    let gets = || sidecar.metric("connect_gate_rest_calls_total", &[r#"method="GET""#]);
+    let passes = || sidecar.metric("connect_gate_reconciles_total", &[]);
+    let (gets_before, passes_before) = (gets().await.unwrap(), passes().await.unwrap());
+    wait_passes(&sidecar, 3.0).await;
+    let (gets_after, passes_after) = (gets().await.unwrap(), passes().await.unwrap());
+    assert!(
+        gets_after - gets_before <= passes_after - passes_before + 1.0,
+        "{} GETs in {} passes",
+        gets_after - gets_before,
+        passes_after - passes_before
+    );
 
     merge(&env, "cm", json!({"metadata": {"labels": {"enabled": "true"}}})).await;
     wait_status(&env, "cm", &a, "RUNNING").await;

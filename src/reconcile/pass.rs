@@ -490,8 +490,11 @@ impl Reconciler {
     }
 }
 
-/// The names a ConfigMap placed as `p` asks destination `id` about: those it declares there,
-/// and those it manages that are there.
+/// The names a ConfigMap placed as `p` asks destination `id` about when the bulk listing leaves
+/// them out: those it declares to run there, and those it manages that are there. A name it
+/// declares absent is asked about only when a ledger holds it (the caller adds those): one that
+/// someone else created a moment ago is seen by the next pass, and a converged namespace with
+/// many disabled ConfigMaps costs no call for each.
 fn interest<'a>(p: &'a Placed, ledgers: &'a Ledgers, id: &'a str) -> impl Iterator<Item = String> + 'a {
     let declared = p
         .input
@@ -500,8 +503,7 @@ fn interest<'a>(p: &'a Placed, ledgers: &'a Ledgers, id: &'a str) -> impl Iterat
         .filter(move |_| p.target == id)
         .filter_map(|d| match &d.decl {
             Decl::Apply(c) => Some(c.name.clone()),
-            Decl::Absent(name) => name.clone(),
-            Decl::Rejected(_) => None,
+            Decl::Absent(_) | Decl::Rejected(_) => None,
         });
     let managed = p
         .input
