@@ -268,6 +268,18 @@ fn finalizers(env: &TestEnv, configmap: &str) -> String {
     env.kubectl_ok(&["get", "configmap", configmap, "-o", "jsonpath={.metadata.finalizers}"])
 }
 
+/// Adds connect-gate's finalizer as the reconciler does before it creates anything.
+fn put_finalizer(env: &TestEnv, configmap: &str) {
+    env.kubectl_ok(&[
+        "patch",
+        "configmap",
+        configmap,
+        "--type=merge",
+        "-p",
+        r#"{"metadata": {"finalizers": ["connect-gate.io/cleanup"]}}"#,
+    ]);
+}
+
 /// Frees a ConfigMap for cleanup where no reconciler runs.
 fn remove_finalizers(env: &TestEnv, configmap: &str) {
     env.kubectl_ok(&[
@@ -421,15 +433,21 @@ async fn dry_run_denials_name_the_cause() {
 }
 
 #[tokio::test]
-async fn good_configmap_is_admitted_with_the_finalizer_and_warnings_show() {
+async fn good_configmap_is_admitted_a_dropped_finalizer_is_put_back_and_warnings_show() {
     let env = TestEnv::new("webhook-admit").await;
     let _gate = Gate::start(&env, &[]).await;
     let good = configmap("good", &[("sink.json", &sink(&env.connector_name("sink")))]);
     let out = env.kubectl_apply(&good);
     assert!(out.contains("configmap/good created"), "{out}");
+    // A create is not sent to the mutating webhook: the reconciler (none runs here) adds the
+    // finalizer before it creates anything.
+    assert_eq!(finalizers(&env, "good"), "");
+    // Once it is there, an update that drops it gets it back, exactly once.
+    put_finalizer(&env, "good");
+    let out = env.kubectl_with_stdin(&["replace", "-f", "-"], Some(&good));
+    assert!(out.status.success(), "{out:?}");
     let held = finalizers(&env, "good");
-    assert!(held.contains("connect-gate.io/cleanup"), "{held}");
-    // Applying again changes nothing and keeps exactly one finalizer.
+    assert_eq!(held.matches("connect-gate.io/cleanup").count(), 1, "{held}");
     env.kubectl_apply(&good);
     let held = finalizers(&env, "good");
     assert_eq!(held.matches("connect-gate.io/cleanup").count(), 1, "{held}");
@@ -781,17 +799,22 @@ async fn configmaps_outside_the_reconciled_namespace_are_not_judged_get_no_final
     let warning = format!("connect-gate reconciles namespace {} only", env.namespace);
     assert!(stderr.contains("Warning:") && stderr.contains(&warning), "{stderr}");
     assert_eq!(finalizers(&other, "broken"), "");
-    // Changed there: still unjudged and unpatched.
+    // Changed there: still unjudged; and a finalizer dropped there is not put back.
     other.kubectl_apply(&configmap("broken", &[("b.json", "{"), ("c.json", "[")]));
+    put_finalizer(&other, "broken");
+    remove_finalizers(&other, "broken");
     assert_eq!(finalizers(&other, "broken"), "");
     // The webhooks were asked, and answered without judging or patching.
-    for hook in ["validate", "mutate"] {
-        for operation in ["CREATE", "UPDATE"] {
-            let series = format!(
-                r#"connect_gate_admission_requests_total{{webhook="{hook}",operation="{operation}",verdict="out_of_scope"}}"#
-            );
-            assert_eq!(gate.counter(&series).await, 1, "{series}");
-        }
+    let asked = [
+        ("validate", "CREATE", 1),
+        ("validate", "UPDATE", 3),
+        ("mutate", "UPDATE", 1),
+    ];
+    for (hook, operation, times) in asked {
+        let series = format!(
+            r#"connect_gate_admission_requests_total{{webhook="{hook}",operation="{operation}",verdict="out_of_scope"}}"#
+        );
+        assert_eq!(gate.counter(&series).await, times, "{series}");
     }
     // Deleted like any ConfigMap: nothing holds it.
     other.kubectl_ok(&["delete", "configmap", "broken", "--timeout=30s"]);
@@ -801,10 +824,12 @@ async fn configmaps_outside_the_reconciled_namespace_are_not_judged_get_no_final
         "{out:?}"
     );
 
-    // The reconciled namespace is still judged and patched.
+    // The reconciled namespace is still judged, and a finalizer dropped there is put back.
     let (ok, text) = dry_run(&env, &broken, false);
     assert!(!ok && text.contains("rejected 1 connector(s)"), "{text}");
     env.kubectl_apply(&configmap("good", &[("s.json", &sink(&env.connector_name("s")))]));
+    put_finalizer(&env, "good");
+    remove_finalizers(&env, "good");
     let held = finalizers(&env, "good");
     assert!(held.contains("connect-gate.io/cleanup"), "{held}");
     // Free it for cleanup: no reconciler runs in this test.
@@ -1037,10 +1062,18 @@ async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_con
     );
     let gate = Gate::start_as(&env, &["--namespace", &env.namespace, "--resync", "2s"], &sidecar).await;
 
-    // A ConfigMap deleted while nothing reconciles stays Terminating on the finalizer that the
-    // mutating webhook added. Its editor may not take the finalizer off...
+    // A ConfigMap deleted while nothing reconciles stays Terminating on the finalizer (here put
+    // there by its editor, as the reconciler would before creating its connector). Its editor
+    // may not take the finalizer off...
     let stuck = configmap("stuck", &[("s.json", &sink(&env.connector_name("stuck")))]);
     let (ok, text) = kubectl_as(&env, &editor, &["create", "-f", "-"], Some(&stuck));
+    assert!(ok, "{text}");
+    let (ok, text) = kubectl_as(
+        &env,
+        &editor,
+        &["patch", "configmap", "stuck", "--type=merge", "-p", r#"{"metadata": {"finalizers": ["connect-gate.io/cleanup"]}}"#],
+        None,
+    );
     assert!(ok, "{text}");
     let (ok, text) = kubectl_as(&env, &editor, &["delete", "configmap", "stuck", "--wait=false"], None);
     assert!(ok, "{text}");
@@ -1148,7 +1181,9 @@ async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_con
         &["patch", "configmap", "cm", "--type=json", "-p", REMOVE_FINALIZER],
         None,
     );
-    assert!(ok && text.contains("(no change)"), "{text}");
+    assert!(ok, "{text}");
+    let held = finalizers(&env, "cm");
+    assert!(held.contains("connect-gate.io/cleanup"), "{held}");
     // What is the editor's stays the editor's; deleting still deletes the connector first.
     let (ok, text) = kubectl_as(&env, &editor, &["annotate", "configmap", "cm", "team=orders"], None);
     assert!(ok, "{text}");

@@ -418,7 +418,6 @@ pub fn plan(
             plan.cms.push(cm_plan);
             continue;
         }
-        cm_plan.add_finalizer = !cm.has_finalizer;
         let by_key: BTreeMap<&str, &Decl> = cm.keys.iter().map(|d| (d.key.as_str(), &d.decl)).collect();
         for d in &cm.keys {
             match &d.decl {
@@ -468,6 +467,9 @@ pub fn plan(
             };
             delete(&cm.name, name, cause, &mut cm_plan);
         }
+        // Only a ConfigMap that has (or is about to have) connectors needs its delete held
+        // until they are gone; a disabled one that manages nothing is written nothing.
+        cm_plan.add_finalizer = !cm.has_finalizer && !cm_plan.managed_pre.is_empty();
         plan.cms.push(cm_plan);
     }
 
@@ -957,10 +959,21 @@ mod tests {
     }
 
     #[test]
-    fn missing_finalizer_is_added() {
-        let mut input = cm("cm", vec![], &[]);
-        input.has_finalizer = false;
-        assert!(run(&[input], &LiveState::new()).cms[0].add_finalizer);
+    fn the_finalizer_is_added_before_anything_is_created_and_only_where_something_is_managed() {
+        let a = connector("a", &[], None);
+        let mut creating = cm("creating", vec![apply("a", a.clone())], &[]);
+        creating.has_finalizer = false;
+        let mut managing = cm("managing", vec![], &[("b", "b")]);
+        managing.has_finalizer = false;
+        let absent = Declared {
+            key: "c".into(),
+            decl: Decl::Absent(Some("c".into())),
+        };
+        let mut disabled = cm("disabled", vec![absent], &[]);
+        disabled.has_finalizer = false;
+        let plan = run(&[creating, managing, disabled], &LiveState::new());
+        let added: Vec<bool> = plan.cms.iter().map(|p| p.add_finalizer).collect();
+        assert_eq!(added, [true, true, false]);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::pipeline::verdict::Verdict;
 /// The denial of a request by anyone but `controller` (the reconciler's username; `None` when
 /// unknown, and then nobody may) that changes connect-gate's records on a ConfigMap: its
 /// `connect-gate.io/` annotations, or the removal of its finalizer. Adding the finalizer is
-/// allowed to all: the mutating webhook does it within the user's own request.
+/// allowed to all: the mutating webhook puts it back within the user's own request, and it only
+/// ever makes a delete wait for connect-gate.
 pub fn guard(req: &AdmissionRequest<ConfigMap>, controller: Option<&str>) -> Option<String> {
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return None;
@@ -313,7 +314,7 @@ mod tests {
         assert_eq!(
             create(finalized.clone()),
             None,
-            "the mutating webhook adds it in the user's request"
+            "the mutating webhook puts it back in the user's request"
         );
         let unfinalized = cm(json!({"destination": "connect"}), json!({}), None);
         let update = request_by("flux", "UPDATE", finalized, Some(unfinalized));
