@@ -254,6 +254,7 @@ impl Reconciler {
         let mut acted = 0usize;
         let mut deleted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let index: BTreeMap<String, usize> = cms.iter().enumerate().map(|(i, c)| (c.input.name.clone(), i)).collect();
+        let mut runnable: Vec<(&String, &Action, Option<usize>)> = Vec::new();
         for (destination, action) in &actions {
             let cm_index = action.cm().and_then(|c| index.get(c)).copied();
             if cm_index.is_some_and(|i| cms[i].blocked) && !matches!(action, Action::Delete { .. }) {
@@ -267,18 +268,26 @@ impl Reconciler {
                 }
                 continue;
             }
-            let span = tracing::info_span!("action", connector = %action.name(), configmap = action.cm().unwrap_or("-"), %destination);
-            let mask: Vec<&str> = secrets
-                .get(action.name())
-                .map(|v| v.iter().map(String::as_str).collect())
-                .unwrap_or_default();
             acted += 1;
             if let Action::Restart { name, .. } = action {
                 let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                 r.next = Instant::now() + r.backoff.next().unwrap_or_default();
             }
-            let worker = &workers[destination].1;
-            let result = tracing::Instrument::instrument(worker.execute(action, &mask), span).await;
+            runnable.push((destination, action, cm_index));
+        }
+        let ran = execute(&runnable, &workers, &secrets).await;
+        for ((destination, action, cm_index), ran) in runnable.into_iter().zip(ran) {
+            let result = match ran {
+                Ran::Done(result) => result,
+                Ran::NotSent(why) => {
+                    if let Some(i) = cm_index {
+                        cms[i]
+                            .errors
+                            .push(format!("connector {}: destination {destination}: {why}", action.name()));
+                    }
+                    continue;
+                }
+            };
             let cm = cm_index.map(|i| &mut cms[i]);
             match (result, cm) {
                 (Ok(()), cm) => {
@@ -488,6 +497,73 @@ impl Reconciler {
         }
         self.memory.reported_states = counts.into_keys().collect();
     }
+}
+
+/// Actions sent at once, across destinations. A Connect worker answers a few requests at once
+/// sooner than one after another (each config it writes to its config topic and reads back), so
+/// creating hundreds of connectors takes less time; one connector's actions stay in order
+/// (create, then pause).
+const ACTIONS_AT_ONCE: usize = 4;
+
+/// What became of one action.
+enum Ran {
+    Done(Result<(), ActionError>),
+    /// Not sent: its destination stopped answering first (why).
+    NotSent(String),
+}
+
+/// Sends `runnable` (each with its destination), [`ACTIONS_AT_ONCE`] connectors at a time, one
+/// connector's actions in turn; once a destination stops answering, nothing more is sent there.
+/// The outcomes come back in the order of `runnable`.
+async fn execute(
+    runnable: &[(&String, &Action, Option<usize>)],
+    workers: &BTreeMap<String, (Arc<Destination>, Worker)>,
+    secrets: &BTreeMap<String, Vec<String>>,
+) -> Vec<Ran> {
+    use futures::StreamExt;
+    // One turn a connector, in the plan's order.
+    let mut turns: Vec<Vec<usize>> = Vec::new();
+    let mut turn_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (i, (destination, action, _)) in runnable.iter().enumerate() {
+        let turn = *turn_of.entry((destination.as_str(), action.name())).or_insert_with(|| {
+            turns.push(Vec::new());
+            turns.len() - 1
+        });
+        turns[turn].push(i);
+    }
+    let stopped: std::sync::Mutex<BTreeMap<String, String>> = Default::default();
+    let one_connector = |turn: Vec<usize>| {
+        let stopped = &stopped;
+        async move {
+            let mut ran = Vec::new();
+            for i in turn {
+                let (destination, action, _) = runnable[i];
+                if let Some(why) = stopped.lock().expect("not poisoned").get(destination) {
+                    ran.push((i, Ran::NotSent(why.clone())));
+                    continue;
+                }
+                let span = tracing::info_span!("action", connector = %action.name(), configmap = action.cm().unwrap_or("-"), %destination);
+                let mask: Vec<&str> = secrets
+                    .get(action.name())
+                    .map(|v| v.iter().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let result = tracing::Instrument::instrument(workers[destination].1.execute(action, &mask), span).await;
+                if let Err(ActionError::Fatal(e)) = &result {
+                    stopped.lock().expect("not poisoned").insert(destination.clone(), e.to_string());
+                }
+                ran.push((i, Ran::Done(result)));
+            }
+            ran
+        }
+    };
+    let mut by_index: BTreeMap<usize, Ran> = futures::stream::iter(turns.into_iter().map(one_connector))
+        .buffer_unordered(ACTIONS_AT_ONCE)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await;
+    (0..runnable.len())
+        .map(|i| by_index.remove(&i).expect("every action has an outcome"))
+        .collect()
 }
 
 /// The names a ConfigMap placed as `p` asks destination `id` about when the bulk listing leaves

@@ -102,6 +102,8 @@ impl Worker {
 
     /// The worker's connectors in one bulk call; a connector it lists but leaves out of the
     /// expansion (status not written yet) and that matters here is fetched on its own.
+    /// Which those are, one plain listing says: names of interest it lacks do not exist (the
+    /// common case: connectors about to be created, hundreds of them when Flux applies many).
     pub async fn read_live(&self, interest: &BTreeSet<String>) -> Result<LiveState, ReconcileError> {
         // Confluent Cloud takes the expansions as one comma-separated value.
         let what = match self.kind {
@@ -118,7 +120,11 @@ impl Worker {
             });
         }
         let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode { what, source })?;
-        let unlisted: Vec<&String> = interest.iter().filter(|n| !live.contains_key(*n)).collect();
+        let mut unlisted: Vec<&String> = interest.iter().filter(|n| !live.contains_key(*n)).collect();
+        if !unlisted.is_empty() {
+            let names = self.names().await?;
+            unlisted.retain(|n| names.contains(*n));
+        }
         for name in unlisted {
             let r = self.call(Method::GET, &connector_path(name), None).await?;
             match r.status.as_u16() {
@@ -150,6 +156,20 @@ impl Worker {
             }
         }
         Ok(live)
+    }
+
+    /// `GET /connectors`: the names of every connector on the worker.
+    async fn names(&self) -> Result<BTreeSet<String>, ReconcileError> {
+        let r = self.call(Method::GET, "/connectors", None).await?;
+        let what = || "GET /connectors".to_string();
+        if !r.status.is_success() {
+            return Err(ReconcileError::WorkerStatus {
+                what: what(),
+                status: r.status.as_u16(),
+                message: r.message(),
+            });
+        }
+        serde_json::from_slice(&r.body).map_err(|source| ReconcileError::Decode { what: what(), source })
     }
 
     /// Sends the request for one action. What the worker says is masked with `secrets`, the
