@@ -99,7 +99,10 @@ async fn a_leader_cut_off_from_the_api_server_writes_nothing_after_its_deadline(
     assert!(late.is_empty(), "replica A wrote after its deadline: {late:?}");
     // What A sent is what was in flight at the cut (it sends a few connectors' writes at once).
     let sent: Vec<String> = writes.iter().map(|w| format!("{} {}", w.method, w.path)).collect();
-    let in_flight = [format!("PUT /connectors/{x}/config"), format!("PUT /connectors/{y}/config")];
+    let in_flight = [
+        format!("PUT /connectors/{x}/config"),
+        format!("PUT /connectors/{y}/config"),
+    ];
     assert!(
         !sent.is_empty() && sent.iter().all(|w| in_flight.contains(w)),
         "replica A's writes: {sent:?}"

@@ -1071,7 +1071,14 @@ async fn only_connect_gate_changes_its_records_and_an_operator_frees_a_stuck_con
     let (ok, text) = kubectl_as(
         &env,
         &editor,
-        &["patch", "configmap", "stuck", "--type=merge", "-p", r#"{"metadata": {"finalizers": ["connect-gate.io/cleanup"]}}"#],
+        &[
+            "patch",
+            "configmap",
+            "stuck",
+            "--type=merge",
+            "-p",
+            r#"{"metadata": {"finalizers": ["connect-gate.io/cleanup"]}}"#,
+        ],
         None,
     );
     assert!(ok, "{text}");

@@ -549,7 +549,10 @@ async fn execute(
                     .unwrap_or_default();
                 let result = tracing::Instrument::instrument(workers[destination].1.execute(action, &mask), span).await;
                 if let Err(ActionError::Fatal(e)) = &result {
-                    stopped.lock().expect("not poisoned").insert(destination.clone(), e.to_string());
+                    stopped
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(destination.clone(), e.to_string());
                 }
                 ran.push((i, Ran::Done(result)));
             }
