@@ -24,6 +24,12 @@ pub enum ConnectError {
     },
     #[error("Kafka Connect at {url}: {source}")]
     Plugins { url: String, source: CatalogError },
+    #[error("Kafka Connect at {url}: unexpected answer to {what}: {source}")]
+    Decode {
+        url: String,
+        what: String,
+        source: serde_json::Error,
+    },
     #[error("Kafka Connect at {url}: {what} is not usable: {source}")]
     Tls {
         url: String,
@@ -120,28 +126,37 @@ impl ConnectClient {
 
     /// `GET /connector-plugins`: the installed connector classes.
     pub async fn plugins(&self) -> Result<Catalog, ConnectError> {
-        let url = format!("{}/connector-plugins", self.base);
-        let unreachable = |source| ConnectError::Unreachable {
-            url: self.base.clone(),
-            source,
-        };
-        let response = self
-            .request(reqwest::Method::GET, &url)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(ConnectError::Status {
-                url: self.base.clone(),
-                what: "GET /connector-plugins".into(),
-                status: response.status(),
-            });
-        }
-        let body = response.bytes().await.map_err(unreachable)?;
+        let body = self
+            .send_checked(
+                reqwest::Method::GET,
+                "/connector-plugins",
+                None,
+                "GET /connector-plugins",
+            )
+            .await?;
         Catalog::from_json(&body).map_err(|source| ConnectError::Plugins {
             url: self.base.clone(),
             source,
         })
+    }
+
+    /// [`send`](Self::send), with any answer but a success an error naming `what`.
+    async fn send_checked(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<Vec<u8>, ConnectError> {
+        let response = self.send(method, path, body).await?;
+        if !response.status.is_success() {
+            return Err(ConnectError::Status {
+                url: self.base.clone(),
+                what: what.into(),
+                status: response.status,
+            });
+        }
+        Ok(response.body)
     }
 }
 
@@ -186,25 +201,17 @@ impl ConnectClient {
         secrets: &[String],
     ) -> Result<Vec<ConfigIssue>, ConnectError> {
         let class = config.get("connector.class").map(String::as_str).unwrap_or_default();
-        let url = format!("{}/connector-plugins/{}/config/validate", self.base, urlencode(class));
-        let unreachable = |source| ConnectError::Unreachable {
+        let what = "PUT /connector-plugins/{class}/config/validate";
+        let path = format!("/connector-plugins/{}/config/validate", urlencode(class));
+        let config_json = serde_json::to_value(config).expect("a map of strings is JSON");
+        let body = self
+            .send_checked(reqwest::Method::PUT, &path, Some(&config_json), what)
+            .await?;
+        let body: ValidateResponse = serde_json::from_slice(&body).map_err(|source| ConnectError::Decode {
             url: self.base.clone(),
+            what: what.into(),
             source,
-        };
-        let response = self
-            .request(reqwest::Method::PUT, &url)
-            .json(config)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(ConnectError::Status {
-                url: self.base.clone(),
-                what: "PUT /connector-plugins/{class}/config/validate".into(),
-                status: response.status(),
-            });
-        }
-        let body: ValidateResponse = response.json().await.map_err(unreachable)?;
+        })?;
         let hidden: Vec<&str> = body
             .configs
             .iter()
