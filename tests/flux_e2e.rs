@@ -38,10 +38,9 @@ use std::time::Duration;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use base64::Engine;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use support::{BIN, Flux, Process, TestEnv, eventually, free_port};
+use support::{BIN, Flux, Process, Registrations, TestEnv, eventually, free_port};
 
 const WAIT: Duration = Duration::from_secs(120);
 const FINALIZER: &str = "connect-gate.io/cleanup";
@@ -258,7 +257,7 @@ fn utc_now() -> String {
 struct Gate {
     process: Process,
     metrics_port: u16,
-    registrations: Vec<String>,
+    registrations: Option<Registrations>,
 }
 
 impl Gate {
@@ -311,7 +310,7 @@ impl Gate {
         let mut gate = Gate {
             process,
             metrics_port,
-            registrations: vec![],
+            registrations: None,
         };
 
         connect_gate::install_crypto_provider();
@@ -330,39 +329,7 @@ impl Gate {
         })
         .await;
 
-        let ca = base64::engine::general_purpose::STANDARD.encode(ca);
-        for (file, path) in [("validating.yaml", "/validate"), ("mutating.yaml", "/mutate")] {
-            let mut config: Value = serde_norway::from_str(&read(&format!("webhook/{file}"))).unwrap();
-            let name = format!("connect-gate-{}", env.id);
-            config["metadata"]["name"] = json!(name);
-            config["metadata"]["annotations"] = json!({});
-            let hook = &mut config["webhooks"][0];
-            hook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": ca});
-            hook["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": env.namespace}});
-            let kind = config["kind"].as_str().unwrap().to_lowercase();
-            env.kubectl_apply(&serde_json::to_string(&config).unwrap());
-            gate.registrations.push(format!("{kind}/{name}"));
-        }
-        // Registrations take effect asynchronously: wait until a bad ConfigMap is denied.
-        let probe = serde_json::to_string(&json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "probe", "labels": {"destination": "connect"}},
-            "data": {"p.json": "{\"name\": \"x\", \"config\": {}}"},
-        }))
-        .unwrap();
-        eventually(
-            "the webhook registration to take effect",
-            Duration::from_secs(30),
-            || async {
-                let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&probe));
-                if out.status.success() {
-                    Err("not denied yet".into())
-                } else {
-                    Ok(())
-                }
-            },
-        )
-        .await;
+        gate.registrations = Some(Registrations::register(env, port, &ca, &[&env.namespace]).await);
         gate
     }
 
@@ -380,14 +347,6 @@ impl Gate {
         text.lines()
             .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        for registration in &self.registrations {
-            let _ = support::kubectl_in(None, &["delete", registration, "--ignore-not-found"], None);
-        }
     }
 }
 

@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Value, json};
-use support::{BIN, Process, TestEnv, eventually, free_port};
+use support::{BIN, Process, Registrations, TestEnv, eventually, free_port};
 
 /// A `connect-gate serve` process (webhook only, unless given `--namespace`) with its own
 /// certificates, reconciling (or, webhook only, judging) the test's namespace, and registered as
@@ -20,7 +19,7 @@ struct Gate {
     dir: tempfile::TempDir,
     port: u16,
     metrics_port: u16,
-    registrations: Vec<String>,
+    registrations: Option<Registrations>,
 }
 
 impl Gate {
@@ -104,7 +103,7 @@ impl Gate {
             dir,
             port,
             metrics_port,
-            registrations: vec![],
+            registrations: None,
         }
     }
 
@@ -139,52 +138,9 @@ impl Gate {
     }
 
     /// Registers webhook/*.yaml as they ship, pointed at this process, with `namespaces` standing
-    /// in for the reconciled namespace `connectors` they select (webhook configurations are
-    /// cluster-wide; other tests must not see this one).
+    /// in for the reconciled namespace they select.
     async fn register(&mut self, env: &TestEnv, namespaces: &[&str]) {
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
-        for (file, path) in [("validating.yaml", "/validate"), ("mutating.yaml", "/mutate")] {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhook").join(file);
-            let mut config: Value = serde_norway::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
-            let name = format!("connect-gate-{}", env.id);
-            config["metadata"]["name"] = json!(name);
-            config["metadata"]["annotations"] = json!({});
-            let hook = &mut config["webhooks"][0];
-            hook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{}{path}", self.port), "caBundle": ca});
-            let selector = &mut hook["namespaceSelector"]["matchExpressions"];
-            assert_eq!(
-                *selector,
-                json!([{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["connectors"]}]),
-                "webhook/{file} selects exactly the reconciled namespace"
-            );
-            selector[0]["values"] = json!(namespaces);
-            // The sidecar's ServiceAccount lives in the test's namespace here.
-            for condition in hook["matchConditions"].as_array_mut().into_iter().flatten() {
-                let expression = condition["expression"].as_str().unwrap().replace(
-                    "system:serviceaccount:connect:connect-gate",
-                    &format!("system:serviceaccount:{}:connect-gate", env.namespace),
-                );
-                condition["expression"] = json!(expression);
-            }
-            let kind = config["kind"].as_str().unwrap().to_lowercase();
-            env.kubectl_apply(&serde_json::to_string(&config).unwrap());
-            self.registrations.push(format!("{kind}/{name}"));
-        }
-        // The apiserver picks registrations up asynchronously: wait until a denial shows.
-        let probe = configmap("probe", &[("p.json", r#"{"name": "x", "config": {}}"#)]);
-        eventually(
-            "the webhook registration to take effect",
-            Duration::from_secs(30),
-            || async {
-                let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&probe));
-                if out.status.success() {
-                    Err("not denied yet".into())
-                } else {
-                    Ok(())
-                }
-            },
-        )
-        .await;
+        self.registrations = Some(Registrations::register(env, self.port, &self.ca_pem(), namespaces).await);
     }
 
     async fn metrics(&self) -> String {
@@ -216,14 +172,6 @@ impl Gate {
 
     fn certs_dir(&self) -> PathBuf {
         self.dir.path().join("certs")
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        for registration in &self.registrations {
-            let _ = support::kubectl_in(None, &["delete", registration, "--ignore-not-found"], None);
-        }
     }
 }
 

@@ -40,6 +40,8 @@
 //!     ([`ccloud::CloudStandIn`]);
 //!   * [`sidecar`]: the reconciler under test ([`sidecar::Sidecar`]) and the helpers its e2e
 //!     tests share (declaring connectors, waiting on status, Events, the ledger, the worker);
+//!   * [`webhooks`]: the shipped webhook registrations pointed at a test's `serve`
+//!     ([`Registrations`]);
 //!   * [`rbac`]: Role rules of the identities tests act as ([`RECONCILER_RULES`],
 //!     [`CONFIGMAP_EDITOR_RULES`]).
 #![allow(dead_code)] // each test crate uses a different part
@@ -55,6 +57,7 @@ pub mod proxies;
 mod rbac;
 pub mod sidecar;
 mod stack;
+mod webhooks;
 mod worker_rest;
 mod workers;
 
@@ -68,6 +71,7 @@ pub use self::{
     process::{BIN, Process, free_port},
     rbac::{CONFIGMAP_EDITOR_RULES, RECONCILER_RULES},
     stack::{Stack, kube_client, run_script, stack},
+    webhooks::Registrations,
     worker_rest::WorkerRest,
     workers::Worker,
 };
