@@ -192,6 +192,11 @@ pub struct ServeArgs {
     /// memory limit beside the other sandboxes and the sidecar, at most 512).
     #[arg(long, env = "CONNECT_GATE_SANDBOX_MEMORY_MIB")]
     pub sandbox_memory_mib: Option<u64>,
+    /// After SIGTERM, how long the webhook goes on answering (reporting not ready) before it
+    /// stops: the time the cluster takes to drop the pod from the webhook Service's endpoints,
+    /// so that no admission is sent to a closed port. The reconciler stops at once.
+    #[arg(long, env = "CONNECT_GATE_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
 }

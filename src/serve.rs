@@ -56,6 +56,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let renderer = Renderer::with_limits(exe, limits);
     let judge = Arc::new(Judge::new(Pipeline::new(renderer), inputs, destinations.clone()));
+    // SIGTERM cancels `stopping` (the reconciler stops and lets its Lease go; the webhook says it
+    // is not ready), then, --shutdown-delay later, `shutdown` (the listeners close).
+    let stopping = CancellationToken::new();
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -78,7 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (store, writer) = reflector::store();
         let seen = Arc::new(Notify::new());
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        let (watch, stop) = (reconcile::watch::run(api, writer, seen.clone()), shutdown.clone());
+        let (watch, stop) = (reconcile::watch::run(api, writer, seen.clone()), stopping.clone());
         tasks.spawn(async move {
             tokio::select! {
                 _ = watch => anyhow::bail!("the ConfigMap watch ended"),
@@ -139,6 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let resolver = resolver.clone();
                 move || resolver.loaded()
             }),
+            stopping: stopping.clone(),
         })
     });
     let registry = Arc::new(registry);
@@ -183,6 +187,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("metrics listener")
     });
 
+    let webhook_serving = webhook.is_some();
     if let (Some(resolver), Some(webhook)) = (resolver, webhook) {
         resolver.spawn_reloader(Duration::from_secs(2));
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -207,16 +212,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             changes,
             applied_hash,
         };
-        let (opts, stop) = (args.reconcile, shutdown.clone());
+        let (opts, stop) = (args.reconcile, stopping.clone());
         tasks.spawn(async move { reconcile::run(ctx, opts, stop).await });
     }
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down"),
         Some(result) = tasks.join_next() => {
+            stopping.cancel();
             shutdown.cancel();
             return result.context("a task panicked")?.context("a task stopped");
         }
+    }
+    stopping.cancel();
+    if webhook_serving {
+        tracing::info!(delay = ?args.shutdown_delay, "webhook answers until the delay is over (not ready meanwhile)");
+        tokio::time::sleep(args.shutdown_delay).await;
     }
     shutdown.cancel();
     while let Some(result) = tasks.join_next().await {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use tokio_util::sync::CancellationToken;
 
 use super::admission::{self, Decision};
 use crate::config::OnPluginsUnavailable;
@@ -39,6 +40,8 @@ pub struct Webhook {
     pub worker_validation: Option<Duration>,
     /// Whether the serving certificate is loaded.
     pub cert_loaded: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Cancelled when the process is asked to stop: not ready any more, still answering.
+    pub stopping: CancellationToken,
 }
 
 pub fn router(webhook: Arc<Webhook>) -> Router {
@@ -54,6 +57,9 @@ pub fn router(webhook: Arc<Webhook>) -> Router {
 async fn readyz(State(w): State<Arc<Webhook>>) -> Response {
     let plugins_ok = w.judge.destinations().local_destination().plugins.catalog().is_some()
         || w.on_plugins_unavailable == OnPluginsUnavailable::Warn;
+    if w.stopping.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     match ((w.cert_loaded)(), plugins_ok) {
         (true, true) => "ready".into_response(),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "serving certificate not loaded").into_response(),

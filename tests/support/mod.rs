@@ -30,6 +30,8 @@
 //!   * [`worker_rest`]: [`WorkerRest`], the tests' raw Kafka Connect REST client;
 //!   * [`workers`]: extra Connect [`Worker`]s;
 //!   * [`flux`]: Flux's kustomize-controller on the stack ([`Flux`], `tests/stack/flux`);
+//!   * [`gitops`]: a Git repository's commits served as Flux artifacts through an
+//!     ExternalArtifact ([`gitops::GitRepo`], [`gitops::Source`]);
 //!   * [`kubectl`]: running the stack's kubectl, as its admin or another user ([`kubectl_in`],
 //!     [`kubectl_with`]);
 //!   * [`process`]: the binary under test ([`BIN`], [`Process`], [`free_port`]);
@@ -49,6 +51,7 @@
 pub mod ccloud;
 mod env;
 mod flux;
+pub mod gitops;
 mod kubectl;
 mod names;
 mod poll;

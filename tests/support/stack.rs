@@ -54,11 +54,15 @@ fn stack_from_env() -> Result<Stack, String> {
             stack_dir.display()
         ));
     }
-    // Belt and braces: only ever talk to an API server on loopback.
+    // Belt and braces: only ever talk to the stack's API server, on loopback or (with
+    // `up --cluster`) on the test node's own address.
     let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| format!("cannot read KUBECONFIG: {e}"))?;
     for c in &kc.clusters {
         let server = c.cluster.as_ref().and_then(|c| c.server.clone()).unwrap_or_default();
-        if !(server.starts_with("https://127.0.0.1:") || server.starts_with("https://localhost:")) {
+        if !["https://127.0.0.1:", "https://localhost:", "https://198.18.0.1:"]
+            .iter()
+            .any(|p| server.starts_with(p))
+        {
             return Err(format!(
                 "KUBECONFIG cluster {} points at {server}, not at the loopback test stack",
                 c.name
