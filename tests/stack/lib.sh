@@ -15,6 +15,10 @@ FLUX_KC_VERSION="v1.9.6"
 # The source-controller CRDs installed with it (part of the cache key): ExternalArtifact, the
 # source the tests use, and every other source kind the controller watches.
 FLUX_SOURCE_CRDS="externalartifacts gitrepositories ocirepositories buckets"
+# cert-manager's controllers and CA injector (only with `build --cluster` / `cert-manager-ctl start`):
+# cert-manager/main.go over the root module github.com/cert-manager/cert-manager. The version is the
+# require line of cert-manager/go.mod; this copy names the cache entry and is checked against it.
+CERT_MANAGER_VERSION="v1.21.2"
 
 # Go builds keep their module and build caches inside the stack cache so that
 # the stack is self-contained (and `rm -rf $CACHE` really resets everything).
@@ -46,6 +50,7 @@ short_hash() { cat "$@" | sha256sum | cut -c1-12; }
 k8s_dir()   { echo "$CACHE/k8s/$K8S_VERSION-$( (go version; cat "$STACK_SRC/k8s/go.mod" "$STACK_SRC/k8s/go.sum") | short_hash)"; }
 etcd_dir()  { echo "$CACHE/etcd/$ETCD_VERSION-$( (go version; cat "$STACK_SRC/etcd/go.mod" "$STACK_SRC/etcd/go.sum") | short_hash)"; }
 flux_dir()  { echo "$CACHE/flux/kustomize-controller-$FLUX_KC_VERSION-$( (go version; echo "$FLUX_SOURCE_CRDS"; cat "$STACK_SRC/kustomize-controller/go.mod" "$STACK_SRC/kustomize-controller/go.sum") | short_hash)"; }
+cert_manager_dir() { echo "$CACHE/cert-manager/$CERT_MANAGER_VERSION-$( (go version; cat "$STACK_SRC/cert-manager/go.mod" "$STACK_SRC/cert-manager/go.sum" "$STACK_SRC/cert-manager/main.go") | short_hash)"; }
 kafka_dir() { echo "$CACHE/kafka/$KAFKA_VERSION-$(short_hash "$STACK_SRC/kafka/pom.xml")"; }
 
 # ---- ports -----------------------------------------------------------------
@@ -123,3 +128,40 @@ stop_pidfile() {
 }
 
 JAVA_OPTS_DEFAULT="-Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k -Djava.awt.headless=true"
+
+# ---- the single-node cluster (`up --cluster`, tests/stack/node) ------------------------------
+# Fixed addresses, all in 198.18.0.0/15 (benchmark networks): one cluster stack per machine.
+NODE_NAME=node1
+NODE_IP=198.18.0.1
+POD_CIDR=198.18.1.0/24
+POD_GATEWAY=198.18.1.1
+SERVICE_CIDR=198.19.0.0/24
+# The broker's listener for pods (the stack's own clients keep theirs on loopback).
+KAFKA_NODE_LISTENER="$NODE_IP:9092"
+
+# kubeconfig_for NAME: a kubeconfig for the client certificate $STACK_DIR/pki/NAME.{crt,key}
+# against the stack's API server ($API_URL).
+kubeconfig_for() {
+  local pki="$STACK_DIR/pki"
+  cat <<KCFG
+apiVersion: v1
+kind: Config
+clusters:
+- name: connect-gate-stack
+  cluster:
+    server: $API_URL
+    certificate-authority-data: $(base64 -w0 < "$pki/ca.crt")
+users:
+- name: $1
+  user:
+    client-certificate-data: $(base64 -w0 < "$pki/$1.crt")
+    client-key-data: $(base64 -w0 < "$pki/$1.key")
+contexts:
+- name: connect-gate-stack
+  context:
+    cluster: connect-gate-stack
+    user: $1
+    namespace: default
+current-context: connect-gate-stack
+KCFG
+}
