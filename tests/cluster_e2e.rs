@@ -48,8 +48,10 @@ const OVERLAY: &str = "tests/stack/overlay";
 /// The tag tests/stack/overlay gives connect-gate, and the one the rolling update moves to.
 const TAG: &str = "0.1.0";
 const NEXT_TAG: &str = "0.1.0-next";
-/// Where the Flux objects of this test live.
+/// Where the Flux objects of this test live, and the platform Kustomization's name
+/// (deploy/flux/platform.yaml).
 const FLUX_NS: &str = "flux-system";
+const PLATFORM: &str = "connect-gate";
 /// Pods start a JVM on two shared cores: minutes, not seconds.
 const ROLLOUT: Duration = Duration::from_secs(600);
 const WAIT: Duration = Duration::from_secs(180);
@@ -93,7 +95,8 @@ fn import_connect_gate_images() {
         panic!(
             "CONNECT_GATE_IMAGES is not set: tests/run builds the connect-gate images (tests/stack/images \
              connect-gate {TAG} {NEXT_TAG}) and exports their directory; by hand: \
-             export CONNECT_GATE_IMAGES=\"$(tests/stack/images connect-gate {TAG} {NEXT_TAG})\""
+             tests/stack/images connect-gate --out target/images {TAG} {NEXT_TAG} && \
+             export CONNECT_GATE_IMAGES=$PWD/target/images"
         )
     });
     for tag in [TAG, NEXT_TAG] {
@@ -108,70 +111,40 @@ fn import_connect_gate_images() {
 }
 
 /// Deletes what the test deployed, in an order that leaves nothing stuck: connector ConfigMaps
-/// while their reconciler still runs (its finalizer), Flux's Kustomization without pruning,
-/// deploy/ with the overlay, then the namespaces; waits until they are gone so that later suites
-/// may use `connect` and `connectors` again.
-struct Teardown;
+/// while their reconciler still runs (its finalizer), Flux's Kustomization without pruning while
+/// its controller still runs, then the controller, deploy/ with the overlay and the namespaces;
+/// waits until they are gone so that later suites may use `connect` and `connectors` again.
+#[derive(Default)]
+struct Teardown {
+    flux: Option<Flux>,
+}
 
 impl Drop for Teardown {
     fn drop(&mut self) {
-        run_in_drop(async {
-            let _ = kubectl(&[
-                "delete",
-                "configmaps",
-                "-n",
-                CONNECTORS,
-                "-l",
-                "destination=connect",
-                "--timeout=90s",
-            ]);
+        let flux = self.flux.take();
+        let overlay = repo_root().join(OVERLAY).display().to_string();
+        run_in_drop(async move {
+            let quiet = |line: &str| drop(kubectl(&line.split(' ').collect::<Vec<_>>()));
+            quiet(&format!(
+                "delete configmaps -n {CONNECTORS} -l destination=connect --timeout=90s"
+            ));
             // Whatever the reconciler could not finish (it may be gone): free it.
             let out = kubectl(&["get", "configmaps", "-n", CONNECTORS, "-o", "name"]);
             for name in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = kubectl(&[
-                    "patch",
-                    "-n",
-                    CONNECTORS,
-                    name,
-                    "--type=merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ]);
+                quiet(&format!(
+                    r#"patch -n {CONNECTORS} {name} --type=merge -p {{"metadata":{{"finalizers":null}}}}"#
+                ));
             }
-            let _ = kubectl(&[
-                "patch",
-                "-n",
-                FLUX_NS,
-                "kustomizations.kustomize.toolkit.fluxcd.io",
-                DEPLOYMENT,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"prune":false}}"#,
-            ]);
-            let _ = kubectl(&[
-                "delete",
-                "-n",
-                FLUX_NS,
-                "kustomizations.kustomize.toolkit.fluxcd.io",
-                "--all",
-                "--timeout=60s",
-            ]);
-            let _ = kubectl(&[
-                "delete",
-                "-k",
-                &repo_root().join(OVERLAY).display().to_string(),
-                "--ignore-not-found",
-                "--timeout=180s",
-            ]);
-            let _ = kubectl(&[
-                "delete",
-                "namespace",
-                CONNECT,
-                CONNECTORS,
-                FLUX_NS,
-                "--ignore-not-found",
-                "--timeout=180s",
-            ]);
+            let kustomizations = "kustomizations.kustomize.toolkit.fluxcd.io";
+            quiet(&format!(
+                r#"patch -n {FLUX_NS} {kustomizations} {PLATFORM} --type=merge -p {{"spec":{{"prune":false}}}}"#
+            ));
+            quiet(&format!("delete -n {FLUX_NS} {kustomizations} --all --timeout=60s"));
+            drop(flux);
+            quiet(&format!("delete -k {overlay} --ignore-not-found --timeout=180s"));
+            quiet(&format!(
+                "delete namespace {CONNECT} {CONNECTORS} {FLUX_NS} --ignore-not-found --timeout=180s"
+            ));
         });
     }
 }
@@ -512,7 +485,7 @@ impl Platform {
         let gvk = GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization");
         let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), FLUX_NS, &ApiResource::from_gvk(&gvk));
         eventually(&format!("Flux to apply {revision} (Ready=True)"), ROLLOUT, || async {
-            let ks = api.get(DEPLOYMENT).await.map_err(|e| e.to_string())?;
+            let ks = api.get(PLATFORM).await.map_err(|e| e.to_string())?;
             let status = &ks.data["status"];
             let ready = status["conditions"]
                 .as_array()
@@ -558,7 +531,7 @@ async fn shipped_deployment_runs_scales_rolls_and_renews_on_a_real_node() {
     stack();
     let kube = kube_client().await;
     import_connect_gate_images();
-    let _teardown = Teardown;
+    let mut teardown = Teardown::default();
 
     // 1. deploy/ as shipped.
     kubectl_ok(&["apply", "-k", &repo_root().join(OVERLAY).display().to_string()]);
@@ -630,7 +603,7 @@ async fn shipped_deployment_runs_scales_rolls_and_renews_on_a_real_node() {
             .cloned()
             .unwrap_or_default();
         let status: Value = serde_json::from_str(&status).unwrap_or_default();
-        if status["orders-file-sink"]["connector"] == "RUNNING" {
+        if status["orders-file-sink"]["state"] == "RUNNING" {
             Ok(())
         } else {
             Err(status.to_string())
@@ -701,7 +674,7 @@ async fn shipped_deployment_runs_scales_rolls_and_renews_on_a_real_node() {
     );
 
     // 4. Scaling by PR: Flux takes over the platform, then a revision sets replicas: 2.
-    let flux = Flux::ensure();
+    teardown.flux = Some(Flux::ensure());
     let platform = Platform::start(&kube).await;
     log("Flux applies the platform", started);
     platform
@@ -864,7 +837,6 @@ async fn shipped_deployment_runs_scales_rolls_and_renews_on_a_real_node() {
         &format!("serving certificate renewed and reloaded with {sent} dry-runs, none failed"),
         started,
     );
-    drop(flux);
 }
 
 /// Changes `key` of connector `connector` in ConfigMap `cm` from `from` to `to` (a PR's edit,
