@@ -1,6 +1,7 @@
 //! The one way the sidecar judges connector ConfigMaps, for the webhook and the reconciler
 //! alike: the current template inputs, each ConfigMap's destination with its cached plugin list
-//! (refetched after a class it does not know, at most every [`MISS_REFRESH_MIN_AGE`]) and the
+//! (refetched after a class it does not know or when there is none, at most every
+//! [`MISS_REFRESH_MIN_AGE`]) and the
 //! verdict pipeline. Both halves
 //! judging through the same [`Judge`] is what keeps admission and reconciliation in agreement:
 //! the reconciler judges the namespace's ConfigMaps together, and admission judges one of them
@@ -102,11 +103,11 @@ impl Judge {
     }
 
     /// Every ConfigMap on its own, against its destination's cached plugin list, refetched once
-    /// after a miss.
+    /// after a miss or when there is none yet.
     async fn judge_each(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
         let mut prepared = self.destinations.prepare(cms);
         let verdicts = self.judge_cached(cms, &prepared).await;
-        if verdicts.iter().any(|v| v.unknown_class)
+        if (verdicts.iter().any(|v| v.unknown_class) || prepared.catalogs().any(|c| c.is_none()))
             && prepared.refresh_after_miss(cms, &verdicts, MISS_REFRESH_MIN_AGE).await
         {
             return self.judge_cached(cms, &prepared).await;

@@ -1,5 +1,5 @@
-//! The worker's plugin list, cached: refreshed in the background and after a miss, never
-//! fetched per admission request while cached.
+//! The worker's plugin list, cached: refreshed in the background and after a miss (a class it
+//! does not know, or no list at all), never fetched per admission request while cached.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -8,10 +8,14 @@ use super::ConnectClient;
 use crate::metrics::Metrics;
 use crate::pipeline::plugins::Catalog;
 
+/// How soon the background refresh tries again while it has no list.
+const NO_LIST_RETRY: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 struct Cached {
     catalog: Option<Arc<Catalog>>,
-    fetched: Option<Instant>,
+    /// The last fetch, whether it succeeded or not.
+    attempted: Option<Instant>,
     error: Option<String>,
 }
 
@@ -53,10 +57,10 @@ impl PluginCache {
         self.metrics.plugin_refreshes.inc();
         let result = self.client.plugins().await;
         let mut cached = self.cached.write().expect("not poisoned");
+        cached.attempted = Some(Instant::now());
         match result {
             Ok(catalog) => {
                 cached.catalog = Some(Arc::new(catalog));
-                cached.fetched = Some(Instant::now());
                 cached.error = None;
             }
             Err(e) => {
@@ -68,9 +72,10 @@ impl PluginCache {
         cached.catalog.clone()
     }
 
-    /// After a class was not found: refetch unless the list is younger than `min_age` (so a
-    /// plugin installed a minute ago is found, and a flood of bad requests cannot hammer the
-    /// worker). Returns the new list when it differs from the one that missed.
+    /// After a class was not found, or with no list at all (a worker that was still starting):
+    /// refetch unless the last attempt is younger than `min_age` (so a plugin installed a minute
+    /// ago is found, and a flood of requests cannot hammer the worker). Returns the new list when
+    /// it differs from the one that missed.
     pub async fn refresh_after_miss(&self, min_age: Duration) -> Option<Arc<Catalog>> {
         let before = self.catalog();
         let _one = self.fetching.lock().await;
@@ -78,7 +83,7 @@ impl PluginCache {
             .cached
             .read()
             .expect("not poisoned")
-            .fetched
+            .attempted
             .is_some_and(|t| t.elapsed() < min_age);
         let after = if fresh { self.catalog() } else { self.fetch().await };
         (after != before).then_some(after).flatten()
@@ -87,10 +92,11 @@ impl PluginCache {
     pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
                 cache.refresh().await;
+                // Without a list (the worker beside the sidecar still starting), try again soon.
+                let wait = if cache.catalog().is_some() { every } else { every.min(NO_LIST_RETRY) };
+                tokio::time::sleep(wait).await;
             }
         })
     }
@@ -114,6 +120,17 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         url
+    }
+
+    #[tokio::test]
+    async fn without_a_list_a_failed_attempt_also_counts_for_the_min_age() {
+        let metrics = Metrics::new().0;
+        let cache = PluginCache::new(ConnectClient::new("http://127.0.0.1:9"), metrics.clone());
+        assert!(cache.refresh().await.is_none());
+        assert!(cache.refresh_after_miss(Duration::from_secs(3600)).await.is_none());
+        assert_eq!(metrics.plugin_refreshes.get(), 1, "no second attempt within min_age");
+        cache.refresh_after_miss(Duration::ZERO).await;
+        assert_eq!(metrics.plugin_refreshes.get(), 2, "an attempt once min_age is over");
     }
 
     #[tokio::test]
