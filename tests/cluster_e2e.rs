@@ -111,9 +111,10 @@ fn import_connect_gate_images() {
 }
 
 /// Deletes what the test deployed, in an order that leaves nothing stuck: connector ConfigMaps
-/// while their reconciler still runs (its finalizer), Flux's Kustomization without pruning while
-/// its controller still runs, then the controller, deploy/ with the overlay and the namespaces;
-/// waits until they are gone so that later suites may use `connect` and `connectors` again.
+/// while their reconciler still runs (its finalizer); Flux's Kustomization, suspended first (no
+/// new reconcile: it would fetch an artifact nobody serves any more) and without pruning, while
+/// its controller still runs; then the controller, deploy/ with the overlay and the namespaces.
+/// Waits until they are gone so that later suites may use `connect` and `connectors` again.
 #[derive(Default)]
 struct Teardown {
     flux: Option<Flux>,
@@ -137,7 +138,7 @@ impl Drop for Teardown {
             }
             let kustomizations = "kustomizations.kustomize.toolkit.fluxcd.io";
             quiet(&format!(
-                r#"patch -n {FLUX_NS} {kustomizations} {PLATFORM} --type=merge -p {{"spec":{{"prune":false}}}}"#
+                r#"patch -n {FLUX_NS} {kustomizations} {PLATFORM} --type=merge -p {{"spec":{{"prune":false,"suspend":true}}}}"#
             ));
             quiet(&format!("delete -n {FLUX_NS} {kustomizations} --all --timeout=60s"));
             drop(flux);
