@@ -95,7 +95,11 @@ impl PluginCache {
             loop {
                 cache.refresh().await;
                 // Without a list (the worker beside the sidecar still starting), try again soon.
-                let wait = if cache.catalog().is_some() { every } else { every.min(NO_LIST_RETRY) };
+                let wait = if cache.catalog().is_some() {
+                    every
+                } else {
+                    every.min(NO_LIST_RETRY)
+                };
                 tokio::time::sleep(wait).await;
             }
         })
