@@ -14,9 +14,9 @@
 //!   * every connector whose name starts with the test's prefix is deleted;
 //!   * every namespaced object in the test namespace is deleted
 //!     (deletecollection over all discovered resource types), then the namespace
-//!     is deleted and finalized. There is no kube-controller-manager in the stack,
-//!     so nothing else would ever empty or remove it; objects that carry their own
-//!     finalizers stay until the test removes them;
+//!     is deleted and finalized (a stack without `--cluster` runs no
+//!     kube-controller-manager, so nothing else would ever empty or remove it); objects that
+//!     carry their own finalizers stay until the test removes them;
 //!   * Connect workers started with [`TestEnv::start_connect_worker`] are stopped.
 //!
 //! Cluster-scoped objects (webhook configurations, CRDs, ...) are NOT cleaned up
