@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::gitops::{GitRepo, Source};
@@ -279,21 +278,6 @@ async fn wait_config(worker: &WorkerRest, name: &str, key: &str, value: &str) {
         }
     })
     .await;
-}
-
-/// Notes of the Events about ConfigMap `cm` with `reason`.
-async fn event_notes(kube: &kube::Client, cm: &str, reason: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(kube.clone(), CONNECTORS);
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(cm) && e.reason.as_deref() == Some(reason)
-        })
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 async fn lease_holder(kube: &kube::Client) -> Option<String> {
@@ -896,7 +880,7 @@ async fn change_source_file(kube: &kube::Client, to: &str) {
 async fn assert_applied_once(kube: &kube::Client, cm: &str, connector: &str) {
     let note = format!("updated connector {connector}");
     let count = || async {
-        event_notes(kube, cm, "Updated")
+        support::sidecar::events_in(kube, CONNECTORS, cm, "Updated")
             .await
             .iter()
             .filter(|n| **n == note)
@@ -916,7 +900,7 @@ async fn assert_applied_once(kube: &kube::Client, cm: &str, connector: &str) {
         count().await,
         1,
         "{connector} applied more than once: {:?}",
-        event_notes(kube, cm, "Updated").await
+        support::sidecar::events_in(kube, CONNECTORS, cm, "Updated").await
     );
 }
 

@@ -212,7 +212,12 @@ pub async fn wait_status(env: &TestEnv, cm: &str, connector: &str, state: &str) 
 
 /// Events about a ConfigMap with this reason: their notes.
 pub async fn events(env: &TestEnv, cm: &str, reason: &str) -> Vec<String> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = env.api();
+    events_in(&env.kube, &env.namespace, cm, reason).await
+}
+
+/// Events about ConfigMap `namespace/cm` with this reason: their notes.
+pub async fn events_in(kube: &kube::Client, namespace: &str, cm: &str, reason: &str) -> Vec<String> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(kube.clone(), namespace);
     api.list(&ListParams::default())
         .await
         .unwrap()
