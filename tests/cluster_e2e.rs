@@ -557,6 +557,20 @@ async fn shipped_deployment_runs_scales_rolls_and_renews_on_a_real_node() {
     let image = format!("localhost/connect-gate:{TAG}");
     let first = wait_pods(&kube, 1, &image).await;
     log(&format!("pod Ready: {}", pod_summary(&first[0])), started);
+    // The sidecar speaks to the API server as the shipped ServiceAccount (its projected token);
+    // the Connect worker beside it has no token at all.
+    let pod = name_of(&first[0]);
+    let sidecar_log = kubectl_ok(&["logs", "-n", CONNECT, &pod, "-c", "connect-gate"]);
+    assert!(
+        sidecar_log.contains("system:serviceaccount:connect:connect-gate"),
+        "the sidecar's SelfSubjectReview names another user:\n{sidecar_log}"
+    );
+    let token_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let out = kubectl(&["exec", "-n", CONNECT, &pod, "-c", "connect", "--", "ls", token_dir]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No such file"),
+        "the Connect worker container has {token_dir}: {out:?}"
+    );
 
     // 2. The denial, exactly as a user sees it, and the examples running.
     let bad = repo_root().join("deploy/examples/bad-connector.yaml");
