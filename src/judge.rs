@@ -25,6 +25,8 @@ use crate::pipeline::verdict::{Declaration, Pipeline, PluginCheck, Verdict, sett
 /// A plugin list younger than this is not refetched after a miss, so a flood of requests naming
 /// an unknown class cannot hammer the worker, and a plugin installed a moment ago is still found.
 pub const MISS_REFRESH_MIN_AGE: Duration = Duration::from_secs(5);
+/// How long a judgement waits for a plugin list fetched because there was none.
+const NO_LIST_FETCH_BUDGET: Duration = Duration::from_secs(1);
 
 pub struct Judge {
     pipeline: Pipeline,
@@ -102,12 +104,22 @@ impl Judge {
         verdicts
     }
 
-    /// Every ConfigMap on its own, against its destination's cached plugin list, refetched once
-    /// after a miss or when there is none yet.
+    /// Every ConfigMap on its own, against its destination's cached plugin list: fetched first
+    /// when there is none yet (a worker that was still starting), refetched once after a miss.
     async fn judge_each(&self, cms: &[ConnectorConfigMap]) -> Vec<Verdict> {
+        for cm in cms {
+            if let Ok(d) = self.destinations.resolve(&cm.destination)
+                && d.plugins.catalog().is_none()
+            {
+                // Bounded: a destination that does not answer must not cost the webhook its
+                // timeout; without a list the ConfigMap is then judged as before (a warning).
+                let _ = tokio::time::timeout(NO_LIST_FETCH_BUDGET, d.plugins.refresh_after_miss(MISS_REFRESH_MIN_AGE))
+                    .await;
+            }
+        }
         let mut prepared = self.destinations.prepare(cms);
         let verdicts = self.judge_cached(cms, &prepared).await;
-        if (verdicts.iter().any(|v| v.unknown_class) || prepared.catalogs().any(|c| c.is_none()))
+        if verdicts.iter().any(|v| v.unknown_class)
             && prepared.refresh_after_miss(cms, &verdicts, MISS_REFRESH_MIN_AGE).await
         {
             return self.judge_cached(cms, &prepared).await;

@@ -190,3 +190,37 @@ fn a_verdict_is_cached_per_destination_and_never_stands_for_another() {
         assert_eq!(renderer.requests(), rendered);
     });
 }
+
+#[test]
+fn a_judgement_that_finds_no_plugin_list_fetches_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("url"), "/tmp/out-1").unwrap();
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "PW=secret\n").unwrap();
+    let inputs = LiveInputs::load(InputSources {
+        vars_dirs: vec![dir.path().to_path_buf()],
+        env_file: Some(env_file),
+        env_allow: None,
+    })
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // The sidecar started before its worker: nothing fetched yet, and the worker has only a
+        // source. The sink is not installed, which only a fetched list can tell.
+        let worker = plugin_list(&["org.apache.kafka.connect.file.FileStreamSourceConnector"]).await;
+        let destinations = Destinations::local(ConnectClient::new(&worker), Metrics::new().0);
+        let renderer = Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate")));
+        let judge = Judge::new(Pipeline::new(renderer), Arc::new(inputs), Arc::new(destinations));
+        let verdicts = judge.judge(&[configmap("cm")]).await;
+        assert!(
+            verdicts.iter().take(2).all(|v| v
+                .problems
+                .iter()
+                .any(|p| p.contains("\"FileStreamSink\" is not installed"))),
+            "{verdicts:?}"
+        );
+    });
+}

@@ -55,9 +55,10 @@ impl PluginCache {
 
     async fn fetch(&self) -> Option<Arc<Catalog>> {
         self.metrics.plugin_refreshes.inc();
+        // Counted from the start: a caller that gives up waiting still spaces the next attempt.
+        self.cached.write().expect("not poisoned").attempted = Some(Instant::now());
         let result = self.client.plugins().await;
         let mut cached = self.cached.write().expect("not poisoned");
-        cached.attempted = Some(Instant::now());
         match result {
             Ok(catalog) => {
                 cached.catalog = Some(Arc::new(catalog));

@@ -298,7 +298,7 @@ impl Prepared {
     ) -> bool {
         let mut changed = false;
         for (cm, r) in cms.iter().zip(self.targets.iter_mut()) {
-            let missed = r.catalog.is_none() || verdicts.iter().any(|v| v.unknown_class && v.origin == cm.origin);
+            let missed = verdicts.iter().any(|v| v.unknown_class && v.origin == cm.origin);
             let Ok(d) = &r.destination else { continue };
             if !missed {
                 continue;
