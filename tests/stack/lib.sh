@@ -139,6 +139,17 @@ SERVICE_CIDR=198.19.0.0/24
 # The broker's listener for pods (the stack's own clients keep theirs on loopback).
 KAFKA_NODE_LISTENER="$NODE_IP:9092"
 
+# pki_sign NAME SUBJECT EXTENSIONS: $STACK_DIR/pki/NAME.{key,crt}, signed by the stack's CA.
+pki_sign() {
+  (
+    cd "$STACK_DIR/pki"
+    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" >/dev/null 2>&1
+    printf '%s\n' "$3" > "$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 2 \
+      -extfile "$1.ext" >/dev/null 2>&1
+  )
+}
+
 # kubeconfig_for NAME: a kubeconfig for the client certificate $STACK_DIR/pki/NAME.{crt,key}
 # against the stack's API server ($API_URL).
 kubeconfig_for() {
