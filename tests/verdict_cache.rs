@@ -2,7 +2,7 @@
 //! apply, or a resync, renders nothing again; new inputs do.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use connect_gate::connect::ConnectClient;
@@ -37,6 +37,27 @@ fn configmap(name: &str) -> ConnectorConfigMap {
     }
 }
 
+/// The inputs `configmap` reads, in `dir`: `$URL` and env `PW` (from the returned env file).
+fn inputs(dir: &Path, password: &str) -> (LiveInputs, PathBuf) {
+    std::fs::write(dir.join("url"), "/tmp/out-1").unwrap();
+    let env_file = dir.join("env");
+    std::fs::write(&env_file, format!("PW={password}\n")).unwrap();
+    let inputs = LiveInputs::load(InputSources {
+        vars_dirs: vec![dir.to_path_buf()],
+        env_file: Some(env_file.clone()),
+        env_allow: None,
+    })
+    .unwrap();
+    (inputs, env_file)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// What a verdict says and would apply, without where it is declared.
 fn substance(v: &Verdict) -> (Vec<String>, Vec<String>, Option<BTreeMap<String, String>>) {
     (
@@ -49,15 +70,7 @@ fn substance(v: &Verdict) -> (Vec<String>, Vec<String>, Option<BTreeMap<String, 
 #[test]
 fn dry_run_then_apply_and_resync_render_nothing_again() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("url"), "/tmp/out-1").unwrap();
-    let env_file = dir.path().join("env");
-    std::fs::write(&env_file, "PW=first-secret\n").unwrap();
-    let inputs = LiveInputs::load(InputSources {
-        vars_dirs: vec![dir.path().to_path_buf()],
-        env_file: Some(env_file.clone()),
-        env_allow: None,
-    })
-    .unwrap();
+    let (inputs, env_file) = inputs(dir.path(), "first-secret");
     let renderer = Renderer::new(PathBuf::from(env!("CARGO_BIN_EXE_connect-gate")));
     // No worker: the plugin check is skipped with a warning, which is cached too.
     let destinations = Destinations::local(ConnectClient::new("http://127.0.0.1:9"), Metrics::new().0);
@@ -66,10 +79,7 @@ fn dry_run_then_apply_and_resync_render_nothing_again() {
         Arc::new(inputs),
         Arc::new(destinations),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         let first = judge.judge_admitted(configmap("cm"), None).await;
         let rendered = renderer.requests();
@@ -131,19 +141,8 @@ async fn plugin_list(classes: &[&str]) -> String {
 #[test]
 fn a_verdict_is_cached_per_destination_and_never_stands_for_another() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("url"), "/tmp/out-1").unwrap();
-    let env_file = dir.path().join("env");
-    std::fs::write(&env_file, "PW=secret\n").unwrap();
-    let inputs = LiveInputs::load(InputSources {
-        vars_dirs: vec![dir.path().to_path_buf()],
-        env_file: Some(env_file),
-        env_allow: None,
-    })
-    .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (inputs, _) = inputs(dir.path(), "secret");
+    let runtime = runtime();
     runtime.block_on(async {
         // The local worker has only a source; the destination `second` has the sink.
         let local = plugin_list(&["org.apache.kafka.connect.file.FileStreamSourceConnector"]).await;
@@ -194,19 +193,8 @@ fn a_verdict_is_cached_per_destination_and_never_stands_for_another() {
 #[test]
 fn a_judgement_that_finds_no_plugin_list_fetches_it_first() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("url"), "/tmp/out-1").unwrap();
-    let env_file = dir.path().join("env");
-    std::fs::write(&env_file, "PW=secret\n").unwrap();
-    let inputs = LiveInputs::load(InputSources {
-        vars_dirs: vec![dir.path().to_path_buf()],
-        env_file: Some(env_file),
-        env_allow: None,
-    })
-    .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (inputs, _) = inputs(dir.path(), "secret");
+    let runtime = runtime();
     runtime.block_on(async {
         // The sidecar started before its worker: nothing fetched yet, and the worker has only a
         // source. The sink is not installed, which only a fetched list can tell.
