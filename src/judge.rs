@@ -1,9 +1,8 @@
 //! The one way the sidecar judges connector ConfigMaps, for the webhook and the reconciler
 //! alike: the current template inputs, each ConfigMap's destination with its cached plugin list
-//! (refetched after a class it does not know or when there is none, at most every
-//! [`MISS_REFRESH_MIN_AGE`]) and the
-//! verdict pipeline. Both halves
-//! judging through the same [`Judge`] is what keeps admission and reconciliation in agreement:
+//! (fetched when there is none, refetched after a class it does not know, at most every
+//! [`MISS_REFRESH_MIN_AGE`]) and the verdict pipeline. Both halves judging through the same
+//! [`Judge`] is what keeps admission and reconciliation in agreement:
 //! the reconciler judges the namespace's ConfigMaps together, and admission judges one of them
 //! against the names the others declare, kept in a [`NameIndex`] that is brought up to date as
 //! the watch sees changes, so an admission renders only the ConfigMap under review.
