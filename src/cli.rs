@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use crate::config::{CertsArgs, Cli, Command, Output, PipelineArgs};
 use crate::connect::ConnectClient;
 use crate::connect::destinations::{DestinationsFile, LOCAL};
+use crate::pipeline::duplicates::settle;
 use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::template::Renderer;
-use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict, settle};
+use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict};
 use crate::webhook::tls;
 
 /// A usage or I/O error: exit 2.

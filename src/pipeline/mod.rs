@@ -5,6 +5,7 @@
 //! reconciler and the CLI all judge through [`verdict::Pipeline::judge`].
 
 pub mod data_template;
+pub mod duplicates;
 pub mod inputs;
 pub mod manifest;
 pub mod plugins;

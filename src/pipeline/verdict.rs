@@ -14,6 +14,7 @@ use regex::Regex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::duplicates::settle;
 use super::inputs::TemplateInputs;
 use super::manifest::{ConnectorConfigMap, Origin, Target};
 use super::plugins::Catalog;
@@ -884,121 +885,5 @@ fn name_problem(name: &str) -> Option<Problem> {
     })
 }
 
-/// A connector name declared by a data key outside the verdicts being settled.
-#[derive(Clone, Debug)]
-pub struct Declaration {
-    pub origin: Origin,
-    pub key: String,
-    /// The real name: never shown.
-    pub name: String,
-}
-
-impl Declaration {
-    /// The names `verdicts` declare, as [`settle`] counts them: before it withholds any.
-    pub fn of(verdicts: &[Verdict]) -> Vec<Declaration> {
-        verdicts
-            .iter()
-            .filter_map(|v| {
-                Some(Declaration {
-                    origin: v.origin.clone(),
-                    key: v.key.clone(),
-                    name: v.name.clone()?,
-                })
-            })
-            .collect()
-    }
-}
-
-/// Ends a judgement: rejects each name declared twice, among `verdicts` or by one of
-/// `elsewhere` (the other ConfigMaps of the namespace), then withholds the names of rejected
-/// connectors that depend on variable or env values.
-pub fn settle(verdicts: &mut [Verdict], elsewhere: &[Declaration]) {
-    mark_duplicates(verdicts, elsewhere);
-    for v in verdicts.iter_mut().filter(|v| !v.accepted() && v.name != v.shown_name) {
-        // Nothing is applied under it, and the reconciler would record it in an annotation.
-        v.name = None;
-    }
-}
-
-/// Decided on the real names; each message names its connector as the placeholder render does.
-fn mark_duplicates(verdicts: &mut [Verdict], elsewhere: &[Declaration]) {
-    let mut by_name: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    let here: Vec<(usize, String, String)> = verdicts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| Some((i, v.name.clone()?, format!("{}, key {}", v.origin, v.key))))
-        .collect();
-    for (_, name, place) in &here {
-        by_name.entry(name).or_default().push(place.clone());
-    }
-    for d in elsewhere {
-        if let Some(places) = by_name.get_mut(d.name.as_str()) {
-            places.push(format!("{}, key {}", d.origin, d.key));
-        }
-    }
-    for (i, name, place) in &here {
-        let places = &by_name[name.as_str()];
-        if places.len() < 2 {
-            continue;
-        }
-        let others: Vec<&str> = places.iter().filter(|p| *p != place).map(String::as_str).collect();
-        let problem = Problem::Duplicate {
-            name: verdicts[*i].shown_name.clone(),
-            other: others.join("; "),
-        };
-        verdicts[*i].problems.push(problem.to_string());
-        verdicts[*i].connector = None;
-        verdicts[*i].shown = None;
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_env_references() {
-        let code = r#"{"a": env.A, "b": $ENV.B, "c": env["C"], "d": $ENV [ "D" ], "e": "env.NOT"}"#;
-        let found: Vec<_> = referenced_env(code).into_iter().collect();
-        assert_eq!(found, vec!["A", "B", "C", "D", "NOT"]);
-        assert!(!reads_whole_env(code));
-        for whole in ["$ENV | tostring", "env", "[env[]]", "{a: 1} + $ENV", "env | .A"] {
-            assert!(reads_whole_env(whole), "{whole}");
-        }
-    }
-
-    #[test]
-    fn shown_problems_come_from_the_placeholder_render_or_hold_no_value() {
-        let runtime = |m: &str| Problem::Runtime(m.into());
-        let shown = shown_problems(
-            vec![runtime("cannot use \"hunter2\""), Problem::MissingClass],
-            vec![runtime("cannot use \"⟨$PW⟩\""), Problem::MissingClass],
-        );
-        let texts: Vec<String> = shown.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            texts,
-            [
-                "template failed: cannot use \"⟨$PW⟩\"",
-                "config has no `connector.class`"
-            ]
-        );
-        // The placeholder render succeeds or fails otherwise: withheld, or shown as is when the
-        // text holds no value.
-        let shown = shown_problems(vec![runtime("hunter2"), Problem::MissingClass], vec![]);
-        assert!(matches!(shown[..], [Problem::Withheld(_), Problem::MissingClass]));
-        // Same kind, but neither the real text nor a placeholder: said to differ.
-        let shown = shown_problems(vec![Problem::OutputCount(7)], vec![Problem::OutputCount(5)]);
-        assert_eq!(
-            shown[0].to_string(),
-            "template must produce exactly one object, it produced 5 outputs (with placeholders for the variable and env values; the real message differs and is withheld)"
-        );
-    }
-
-    #[test]
-    fn names_connect_cannot_take() {
-        assert!(name_problem("ok-name.1").is_none());
-        for bad in ["a/b", "a\nb", " a", "", "  "] {
-            assert!(name_problem(bad).is_some(), "{bad:?}");
-        }
-    }
-}
+mod tests;
