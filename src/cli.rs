@@ -1,5 +1,8 @@
 //! The command line: `check` and `render` run the verdict pipeline offline, `certs` writes a
-//! development certificate, `serve` hands over to [`crate::serve`].
+//! development certificate, `offsets` reads a connector's offsets to declare them ([`offsets`]),
+//! `serve` hands over to [`crate::serve`].
+
+mod offsets;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
             };
         }
         Command::Certs(args) => certs(&args),
+        Command::Offsets(args) => return offsets::main(&args),
         Command::Check { inputs, output } => current_thread().block_on(check(inputs, output)),
         Command::Render { inputs, reveal } => current_thread().block_on(render(inputs, reveal)),
     };
@@ -123,7 +127,7 @@ struct Offline<'a> {
     /// Why its plugins are not checked, when a list was expected but not given.
     unchecked: Option<String>,
     unusable: Option<String>,
-    no_stop: Option<String>,
+    cloud: Option<String>,
 }
 
 impl Offline<'_> {
@@ -135,7 +139,7 @@ impl Offline<'_> {
                 (None, None) => PluginCheck::Skip,
             },
             unusable: self.unusable.as_deref(),
-            no_stop: self.no_stop.as_deref(),
+            cloud: self.cloud.as_deref(),
         }
     }
 }
@@ -163,7 +167,7 @@ fn offline_destination<'a>(
                         "destination {name:?} (label connect-gate.io/destination) is not declared in --destinations; destinations: {}",
                         names()
                     )),
-                    no_stop: None,
+                    cloud: None,
                 };
             }
         },
@@ -175,7 +179,7 @@ fn offline_destination<'a>(
                     "label {CLOUD_LABEL} needs the confluentCloud section (API key files) in --destinations; destinations: {}",
                     names()
                 )),
-                no_stop: None,
+                cloud: None,
             };
         }
         Target::Cloud(_) => (CLOUD_LABEL.to_string(), true),
@@ -186,7 +190,7 @@ fn offline_destination<'a>(
                 unusable: Some(format!(
                     "{other}: labels connect-gate.io/destination and {CLOUD_LABEL} both pick a destination; keep one"
                 )),
-                no_stop: None,
+                cloud: None,
             };
         }
     };
@@ -201,7 +205,7 @@ fn offline_destination<'a>(
             )
         }),
         unusable: None,
-        no_stop: cloud.then(|| cm.destination.to_string()),
+        cloud: cloud.then(|| cm.destination.to_string()),
     }
 }
 

@@ -40,6 +40,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
     Certs(CertsArgs),
+    /// Print a connector's current offsets as the "offsets" value of its declaration
+    /// (`{"token": ..., "set": [...]}`), to copy, edit and commit.
+    Offsets(OffsetsArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -260,6 +263,27 @@ pub struct CertsArgs {
     /// IP address for the serving certificate; repeatable. Default (with no --dns): 127.0.0.1.
     #[arg(long = "ip")]
     pub ips: Vec<IpAddr>,
+}
+
+/// `connect-gate offsets`: read a connector's offsets from the local worker or a destination.
+#[derive(Args, Debug)]
+pub struct OffsetsArgs {
+    /// The connector's name.
+    pub name: String,
+    /// The local worker's REST API (the destination `local`); default and env as for `serve`,
+    /// so the command runs as is in the sidecar's container.
+    #[arg(long, env = "CONNECT_GATE_CONNECT_URL", default_value = "http://localhost:8083")]
+    pub connect_url: String,
+    /// The destinations file the sidecar is given, which declares --destination.
+    #[arg(long, env = "CONNECT_GATE_DESTINATIONS")]
+    pub destinations: Option<PathBuf>,
+    /// Read from this destination of --destinations (kind connect) instead of the local worker.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// The token to print (default: the current UTC time, such as 2026-12-06T21-30-00Z): a new
+    /// token is what makes the reconciler act on the offsets once.
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 #[cfg(test)]

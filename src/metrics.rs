@@ -1,5 +1,7 @@
 //! Prometheus metrics, served on their own plain-HTTP listener (`--metrics-listen`).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,8 +28,38 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: String,
+}
+
+/// One connector. Its name is never from a secret (admission refuses names that depend on
+/// template inputs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub destination: String,
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ConnectorStateLabels {
+    pub destination: String,
+    pub connector: String,
+    pub state: String,
+}
+
+/// The per-connector series of one pass: one state series per managed connector, one task
+/// series per state its tasks are in, one offsets series while an operation is under way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectorSeries {
+    pub states: BTreeSet<ConnectorStateLabels>,
+    pub tasks: BTreeMap<ConnectorStateLabels, i64>,
+    pub offsets: BTreeSet<ConnectorLabels>,
 }
 
 /// Every metric connect-gate exports. Cheap to clone (the families share their cells).
@@ -46,6 +78,10 @@ pub struct Metrics {
     pub drift_reverts: Counter,
     pub connectors: Family<StateLabels, Gauge>,
     pub leader: Gauge,
+    pub operations: Family<OperationLabels, Counter>,
+    pub connector_state: Family<ConnectorStateLabels, Gauge>,
+    pub connector_tasks: Family<ConnectorStateLabels, Gauge>,
+    pub offsets_in_progress: Family<ConnectorLabels, Gauge>,
 }
 
 impl Metrics {
@@ -64,6 +100,10 @@ impl Metrics {
             drift_reverts: Counter::default(),
             connectors: Family::default(),
             leader: Gauge::default(),
+            operations: Family::default(),
+            connector_state: Family::default(),
+            connector_tasks: Family::default(),
+            offsets_in_progress: Family::default(),
         };
         let mut registry = Registry::with_prefix("connect_gate");
         let r = &mut registry;
@@ -124,7 +164,50 @@ impl Metrics {
             "1 while this replica holds the reconciler Lease",
             metrics.leader.clone(),
         );
+        r.register(
+            "operations",
+            "Declared restarts and offsets operations carried out, by operation and result",
+            metrics.operations.clone(),
+        );
+        r.register(
+            "connector_state",
+            "1 for each managed connector, labelled with its state (leader only)",
+            metrics.connector_state.clone(),
+        );
+        r.register(
+            "connector_tasks",
+            "Tasks of each managed connector per state (leader only)",
+            metrics.connector_tasks.clone(),
+        );
+        r.register(
+            "offsets_in_progress",
+            "1 while a declared offsets operation on the connector is under way (leader only)",
+            metrics.offsets_in_progress.clone(),
+        );
         (metrics, registry)
+    }
+
+    /// Replaces the per-connector series `before` with `now`: those `now` lacks are removed,
+    /// so a deleted connector or a state left leaves no stale series.
+    pub fn report_connectors(&self, before: &ConnectorSeries, now: &ConnectorSeries) {
+        for gone in before.states.difference(&now.states) {
+            self.connector_state.remove(gone);
+        }
+        for gone in before.tasks.keys().filter(|k| !now.tasks.contains_key(*k)) {
+            self.connector_tasks.remove(gone);
+        }
+        for gone in before.offsets.difference(&now.offsets) {
+            self.offsets_in_progress.remove(gone);
+        }
+        for labels in &now.states {
+            self.connector_state.get_or_create(labels).set(1);
+        }
+        for (labels, n) in &now.tasks {
+            self.connector_tasks.get_or_create(labels).set(*n);
+        }
+        for labels in &now.offsets {
+            self.offsets_in_progress.get_or_create(labels).set(1);
+        }
     }
 }
 
@@ -133,4 +216,63 @@ pub fn encode(registry: &Registry) -> String {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, registry).expect("writing to a String cannot fail");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(connector: &str, state: &str) -> ConnectorStateLabels {
+        ConnectorStateLabels {
+            destination: "local".into(),
+            connector: connector.into(),
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn per_connector_series_follow_the_connectors_and_leave_nothing_stale() {
+        let (metrics, registry) = Metrics::new();
+        let first = ConnectorSeries {
+            states: [state("a", "running"), state("b", "failed")].into(),
+            tasks: [(state("a", "running"), 2), (state("b", "failed"), 1)].into(),
+            offsets: [ConnectorLabels {
+                destination: "local".into(),
+                connector: "a".into(),
+            }]
+            .into(),
+        };
+        metrics.report_connectors(&ConnectorSeries::default(), &first);
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"connect_gate_connector_state{destination="local",connector="b",state="failed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"connect_gate_connector_tasks{destination="local",connector="a",state="running"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"connect_gate_offsets_in_progress{destination="local",connector="a"} 1"#),
+            "{text}"
+        );
+        // b is deleted, a's operation is done and a is paused.
+        let second = ConnectorSeries {
+            states: [state("a", "paused")].into(),
+            ..ConnectorSeries::default()
+        };
+        metrics.report_connectors(&first, &second);
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"connect_gate_connector_state{destination="local",connector="a",state="paused"} 1"#),
+            "{text}"
+        );
+        for stale in [
+            r#"connector="b""#,
+            r#"state="running""#,
+            "connect_gate_offsets_in_progress{",
+        ] {
+            assert!(!text.contains(stale), "{stale} in {text}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! the worker's plugin list cached from it.
 
 pub mod destinations;
+pub mod offsets;
 pub mod plugin_cache;
 pub mod registry;
 

@@ -57,7 +57,12 @@ impl PluginCache {
         self.metrics.plugin_refreshes.inc();
         // Counted from the start: a caller that gives up waiting still spaces the next attempt.
         self.cached.write().expect("not poisoned").attempted = Some(Instant::now());
-        let result = self.client.plugins().await;
+        let result = match self.client.plugins().await {
+            // Admission checks day-2 operations against it; a worker that does not say is not
+            // judged by version.
+            Ok(catalog) => Ok(catalog.with_worker_version(self.worker_version().await)),
+            Err(e) => Err(e),
+        };
         let mut cached = self.cached.write().expect("not poisoned");
         match result {
             Ok(catalog) => {
@@ -71,6 +76,17 @@ impl PluginCache {
             }
         }
         cached.catalog.clone()
+    }
+
+    /// The worker's `GET /` version, if it answers one.
+    async fn worker_version(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Root {
+            version: String,
+        }
+        let r = self.client.send(reqwest::Method::GET, "/", None).await.ok()?;
+        let root: Root = serde_json::from_slice(&r.body).ok().filter(|_| r.status.is_success())?;
+        Some(root.version)
     }
 
     /// After a class was not found, or with no list at all (a worker that was still starting):

@@ -274,7 +274,7 @@ impl Prepared {
                 Err(why) => DestinationCheck {
                     plugins: PluginCheck::Skip,
                     unusable: Some(why),
-                    no_stop: None,
+                    cloud: None,
                 },
                 Ok(d) => DestinationCheck {
                     plugins: match &r.catalog {
@@ -282,7 +282,7 @@ impl Prepared {
                         None => PluginCheck::Unavailable(&r.unavailable),
                     },
                     unusable: None,
-                    no_stop: d.kind.is_cloud().then_some(d.id.as_str()),
+                    cloud: d.kind.is_cloud().then_some(d.id.as_str()),
                 },
             })
             .collect()

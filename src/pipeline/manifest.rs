@@ -34,6 +34,9 @@ pub const ANNOTATION_APPLIED: &str = "connect-gate.io/applied";
 pub const ANNOTATION_STATUS: &str = "connect-gate.io/status";
 /// Why something declared here is not (yet) as declared; absent when all is well.
 pub const ANNOTATION_LAST_ERROR: &str = "connect-gate.io/last-error";
+/// Per connector: the `restart` and `offsets` tokens acted on, and how it went. The record that
+/// makes a token act once, across restarts and leader changes.
+pub const ANNOTATION_OPERATIONS: &str = "connect-gate.io/operations";
 
 /// Where a ConfigMap came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -8,6 +8,7 @@ pub mod data_template;
 pub mod duplicates;
 pub mod inputs;
 pub mod manifest;
+pub mod operations;
 pub mod plugins;
 pub mod properties;
 pub mod sandbox;

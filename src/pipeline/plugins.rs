@@ -14,6 +14,8 @@ pub struct Plugin {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
     plugins: Vec<Plugin>,
+    /// The worker's Kafka version (`GET /`), when it was read with the list.
+    worker_version: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +24,21 @@ pub struct CatalogError(#[from] serde_json::Error);
 
 impl Catalog {
     pub fn new(plugins: Vec<Plugin>) -> Self {
-        Self { plugins }
+        Self {
+            plugins,
+            worker_version: None,
+        }
+    }
+
+    pub fn with_worker_version(self, version: Option<String>) -> Self {
+        Self {
+            worker_version: version,
+            ..self
+        }
+    }
+
+    pub fn worker_version(&self) -> Option<&str> {
+        self.worker_version.as_deref()
     }
 
     /// Parses the JSON body of `GET /connector-plugins`.

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use super::duplicates::settle;
 use super::inputs::TemplateInputs;
 use super::manifest::{ConnectorConfigMap, Origin, Target};
+use super::operations::{self, Offsets, OperationProblem, Restart};
 use super::plugins::Catalog;
 use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
 use super::template::{Bindings, Outcome, Pos, Renderer, Request, SandboxError};
@@ -39,6 +40,11 @@ pub struct Connector {
     pub config: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
+    /// Day-2 operations, each acted on once per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<Offsets>,
     /// Texts to mask in whatever the worker says about this connector: the config values, and
     /// keys, that differ in the placeholder render (they depend on variable or env values), and
     /// the values the template reads. A second line of defence: messages are built from the
@@ -92,7 +98,9 @@ pub enum Problem {
     NameFromInputs,
     #[error("template must produce an object {{\"name\": ..., \"config\": {{...}}}}, it produced {0}")]
     NotObject(&'static str),
-    #[error("unexpected top-level key `{0}` (a template produces name, config and optionally state)")]
+    #[error(
+        "unexpected top-level key `{0}` (a template produces name, config and optionally state, restart and offsets)"
+    )]
     UnknownKey(String),
     #[error("`name` is missing")]
     MissingName,
@@ -130,6 +138,8 @@ pub enum Problem {
     Destination(String),
     #[error("`state: stopped` is not supported by its destination {0}; use paused")]
     StopUnsupported(String),
+    #[error(transparent)]
+    Operation(#[from] OperationProblem),
 }
 
 impl Problem {
@@ -145,6 +155,7 @@ impl Problem {
             Problem::BadValue { .. } => "a config value is null, an array or an object",
             Problem::UnknownClass { .. } => "connector.class is not installed on the worker",
             Problem::Duplicate { .. } => "the connector name is declared more than once",
+            Problem::Operation(_) => "`restart` or `offsets` cannot be used as declared",
             // Env problems name their keys from the placeholder render already.
             Problem::EnvUnset { .. }
             | Problem::EnvHidden { .. }
@@ -270,8 +281,9 @@ pub struct DestinationCheck<'a> {
     pub plugins: PluginCheck<'a>,
     /// Why its destination cannot be used (unknown, unresolvable): each of its keys is rejected.
     pub unusable: Option<&'a str>,
-    /// The destination, when its kind cannot stop connectors: `state: stopped` is rejected.
-    pub no_stop: Option<&'a str>,
+    /// The destination, when it is Confluent Cloud: `state: stopped`, `restart` and `offsets` are
+    /// rejected.
+    pub cloud: Option<&'a str>,
 }
 
 impl<'a> From<PluginCheck<'a>> for DestinationCheck<'a> {
@@ -279,7 +291,7 @@ impl<'a> From<PluginCheck<'a>> for DestinationCheck<'a> {
         Self {
             plugins,
             unusable: None,
-            no_stop: None,
+            cloud: None,
         }
     }
 }
@@ -371,10 +383,13 @@ impl Pipeline {
         if verdict.name.is_some() && verdict.name != verdict.shown_name {
             problems.push(Problem::NameFromInputs);
         }
-        if let (Some(c), Some(destination)) = (&verdict.connector, check.no_stop)
-            && c.state == Some(State::Stopped)
-        {
-            problems.push(Problem::StopUnsupported(destination.to_string()));
+        if let (Some(c), Some(destination)) = (&verdict.connector, check.cloud) {
+            if c.state == Some(State::Stopped) {
+                problems.push(Problem::StopUnsupported(destination.to_string()));
+            }
+            let cloud =
+                operations::check_destination(c.restart.as_ref(), c.offsets.as_ref(), None, None, Some(destination));
+            problems.extend(cloud.into_iter().map(Problem::from));
         }
         verdict.finish(problems, &taint)
     }
@@ -536,7 +551,19 @@ fn read(outcome: Outcome, cm: &ConnectorConfigMap, inputs: &TemplateInputs, plug
     reading.problems.extend(checked.problems);
     if let (Some(connector), PluginCheck::Catalog(catalog)) = (&checked.connector, plugins) {
         let class = &connector.config["connector.class"];
-        if catalog.resolve(class).is_none() {
+        let plugin = catalog.resolve(class);
+        reading.problems.extend(
+            operations::check_destination(
+                connector.restart.as_ref(),
+                connector.offsets.as_ref(),
+                plugin,
+                catalog.worker_version(),
+                None,
+            )
+            .into_iter()
+            .map(Problem::from),
+        );
+        if plugin.is_none() {
             reading.unknown_class = true;
             let closest = catalog.closest(class).into_iter().map(String::from).collect();
             reading.problems.push(Problem::UnknownClass {
@@ -793,7 +820,7 @@ fn check_shape(value: &Value) -> Checked {
     let problems = &mut checked.problems;
     for key in top
         .keys()
-        .filter(|k| !["name", "config", "state"].contains(&k.as_str()))
+        .filter(|k| !["name", "config", "state", "restart", "offsets"].contains(&k.as_str()))
     {
         problems.push(Problem::UnknownKey(key.clone()));
     }
@@ -813,6 +840,8 @@ fn check_shape(value: &Value) -> Checked {
             None
         }
     };
+    let operations = operations::read(top);
+    problems.extend(operations.problems.into_iter().map(Problem::from));
     let Some(Value::Object(raw)) = top.get("config") else {
         problems.push(Problem::MissingConfig);
         return checked;
@@ -836,6 +865,8 @@ fn check_shape(value: &Value) -> Checked {
             name: name.clone(),
             config,
             state,
+            restart: operations.restart,
+            offsets: operations.offsets,
             secrets: vec![],
         });
     }

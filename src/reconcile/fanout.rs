@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ledger::Ledgers;
-use super::plan::{AppliedHash, CmInput, CmPlan, Decl, LiveState, fingerprint};
+use super::live::LiveState;
+use super::plan::{AppliedHash, CmInput, CmPlan, Decl, fingerprint};
 
 /// A ConfigMap and the destination its labels pick (for one being deleted, the one they
 /// picked, or `local` when that cannot be resolved).
@@ -62,6 +63,7 @@ pub fn project(placed: &[Placed], ledgers: &Ledgers, destination: &str) -> Vec<C
                 keys: if here { p.input.keys.clone() } else { vec![] },
                 managed,
                 applied: p.input.applied.clone(),
+                operations: p.input.operations.clone(),
             })
         })
         .collect()
@@ -84,6 +86,7 @@ pub fn merge(input: &CmInput, plans: &[&CmPlan]) -> CmPlan {
         merged.rejected.extend(p.rejected.iter().cloned());
         merged.adopted.extend(p.adopted.iter().cloned());
         merged.unowned.extend(p.unowned.iter().cloned());
+        merged.operations.extend(p.operations.clone());
     }
     let desired = merged.desired.clone();
     merged.release.retain(|n| !desired.contains_key(n));
@@ -98,6 +101,7 @@ pub fn hold(input: &CmInput) -> CmPlan {
         deleting: input.deleting,
         managed_pre: input.managed.clone(),
         applied: input.applied.clone(),
+        operations: input.operations.clone(),
         ..CmPlan::default()
     };
     for d in input.keys.iter().filter(|_| !input.deleting) {
@@ -149,7 +153,8 @@ mod tests {
     use super::*;
     use crate::pipeline::verdict::Connector;
     use crate::reconcile::ledger::{Ledger, Provenance};
-    use crate::reconcile::plan::{Action, Cause, Declared, Live, PlanMemory, PlanOptions, plan};
+    use crate::reconcile::live::Live;
+    use crate::reconcile::plan::{Action, Cause, Declared, PlanMemory, PlanOptions, plan};
 
     fn connector(name: &str, extra: &[(&str, &str)]) -> Connector {
         let mut config: BTreeMap<String, String> = [
@@ -162,6 +167,8 @@ mod tests {
             name: name.into(),
             config,
             state: None,
+            restart: None,
+            offsets: None,
             secrets: vec![],
         }
     }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{LiveState, Plan};
+use super::live::LiveState;
 use crate::connect::destinations::LOCAL;
 
 /// The Lease annotation holding the local worker's ledger: JSON `{connector: "created" | "adopted"}`.
@@ -78,15 +78,21 @@ impl Ledger {
     /// recorded first, so a crash between a PUT and its record never leaves a connector
     /// connect-gate cannot delete. Names that are neither on the worker nor declared any more are
     /// dropped: should a connector of that name appear later, it was not connect-gate's.
-    pub fn before_acting(&self, live: &LiveState, plan: &Plan) -> Ledger {
-        let declared: BTreeSet<&String> = plan.cms.iter().flat_map(|p| p.desired.keys()).collect();
+    /// `declared` is every name the plan's ConfigMaps declare, `record` what it creates or adopts.
+    pub fn before_acting<'a>(
+        &self,
+        live: &LiveState,
+        declared: impl IntoIterator<Item = &'a String>,
+        record: &BTreeMap<String, Provenance>,
+    ) -> Ledger {
+        let declared: BTreeSet<&String> = declared.into_iter().collect();
         let mut owned: BTreeMap<String, Provenance> = self
             .owned
             .iter()
             .filter(|(name, _)| live.contains_key(*name) || declared.contains(name))
             .map(|(name, p)| (name.clone(), *p))
             .collect();
-        for (name, provenance) in &plan.record {
+        for (name, provenance) in record {
             owned.entry(name.clone()).or_insert(*provenance);
         }
         Ledger { owned }
@@ -180,7 +186,7 @@ impl FromIterator<(String, Provenance)> for Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::plan::{CmPlan, Live};
+    use crate::reconcile::live::Live;
 
     fn live(names: &[&str]) -> LiveState {
         names
@@ -228,19 +234,14 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let plan = Plan {
-            cms: vec![CmPlan {
-                desired: [("pending".to_string(), "h".to_string()), ("new".into(), "h".into())].into(),
-                ..CmPlan::default()
-            }],
-            record: [
-                ("new".to_string(), Provenance::Created),
-                ("running".into(), Provenance::Adopted),
-            ]
-            .into(),
-            ..Plan::default()
-        };
-        let next = ledger.before_acting(&live(&["running"]), &plan);
+        // `pending` is declared (its PUT may have failed), `new` is about to be created.
+        let declared = ["pending".to_string(), "new".into()];
+        let record = [
+            ("new".to_string(), Provenance::Created),
+            ("running".into(), Provenance::Adopted),
+        ]
+        .into();
+        let next = ledger.before_acting(&live(&["running"]), &declared, &record);
         // `pending` is declared (its PUT may have failed), `gone` is neither live nor declared;
         // a name already owned keeps its provenance.
         let want: Ledger = [

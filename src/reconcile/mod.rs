@@ -8,9 +8,11 @@
 //! ConfigMap (so no delete is ever missed), act, then report ([`status`], pure; written by
 //! [`writer`]). Only the holder of the Lease ([`lease`]) runs passes.
 
+pub mod day2;
 pub mod fanout;
 pub mod lease;
 pub mod ledger;
+pub mod live;
 mod pass;
 pub mod plan;
 pub mod status;
@@ -32,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ReconcileArgs;
 use crate::connect::ConnectError;
 use crate::judge::{Judge, NamespaceView};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::{ConnectorSeries, Metrics, ResultLabels};
 use lease::LeaseConfig;
 use plan::AppliedHash;
 use status::Rejected;
@@ -140,6 +142,11 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
             _ = shutdown.cancelled() => {}
         }
         reconciler.metrics.leader.set(0);
+        // Only the leader reads the workers: a follower's per-connector series would go stale.
+        let series = std::mem::take(&mut reconciler.memory.reported_series);
+        reconciler
+            .metrics
+            .report_connectors(&series, &ConnectorSeries::default());
         reconciler.memory = Memory::default();
         if shutdown.is_cancelled() {
             break;
@@ -157,7 +164,11 @@ struct Memory {
     /// Configs the worker answered 400 to, by connector.
     worker_rejected: BTreeMap<String, Rejection>,
     restarts: BTreeMap<String, Restarts>,
+    /// Failed offsets operations, retried with the same backoff as restarts.
+    offsets_retry: BTreeMap<String, Restarts>,
     reported_states: BTreeSet<String>,
+    /// The per-connector series last exported.
+    reported_series: ConnectorSeries,
     unsettled: u32,
 }
 
@@ -209,6 +220,8 @@ impl Rejection {
     }
 }
 
+/// A streak of attempts spaced by a growing delay: `--auto-restart`'s restarts, failed offsets
+/// operations.
 struct Restarts {
     total: u32,
     /// Delays of the current streak of failures; a healthy connector starts a new one.

@@ -8,18 +8,21 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use tokio::time::Instant;
 
+use super::day2::{self, OffsetsChange, OffsetsRecord, Phase, Record, RestartRecord};
 use super::fanout::{Placed, as_applied, hold, homes, merge, project, touched};
 use super::ledger::{Ledger, Ledgers};
-use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, Live, LiveState, PlanMemory, PlanOptions};
+use super::live::{Live, LiveState};
+use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, PlanMemory, PlanOptions};
 use super::status::{self, Facts, Note, Places, json_annotation};
 use super::watch::ours;
 use super::worker::{ActionError, Worker};
 use super::{ReconcileError, Reconciler, Rejection, Restarts};
 use crate::connect::destinations::LOCAL;
 use crate::connect::registry::Destination;
-use crate::metrics::StateLabels;
+use crate::metrics::{ConnectorLabels, ConnectorSeries, ConnectorStateLabels, OperationLabels, StateLabels};
 use crate::pipeline::manifest::{
-    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, FINALIZER, Target, declaring, is_connector_configmap,
+    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, FINALIZER, Target, declaring,
+    is_connector_configmap,
 };
 use crate::pipeline::verdict::{Desired, Verdict};
 
@@ -36,6 +39,8 @@ struct CmState {
     notes: Vec<Note>,
     /// `connect-gate.io/applied` as this pass leaves it: the plan's, then this pass's writes.
     applied: BTreeMap<String, String>,
+    /// `connect-gate.io/operations` as this pass leaves it: the plan's, then this pass's results.
+    operations: BTreeMap<String, Record>,
     failed_deletes: BTreeSet<String>,
     /// Connectors written this pass (their status is not known yet).
     written: BTreeSet<String>,
@@ -178,10 +183,20 @@ impl Reconciler {
                     .filter(|n| self.memory.restarts.get(*n).is_none_or(|r| r.next <= now))
                     .cloned()
                     .collect(),
+                day2: day2::Waiting {
+                    offsets_retry: self
+                        .memory
+                        .offsets_retry
+                        .iter()
+                        .filter(|(_, r)| r.next > now)
+                        .map(|(n, _)| n.clone())
+                        .collect(),
+                },
             };
             let ledger = ledgers.get(id);
             let plan = plan::plan(&inputs, live, &ledger, &memory, options(d), &self.applied_hash);
-            recorded.set(id, ledger.before_acting(live, &plan));
+            let declared = plan.cms.iter().flat_map(|p| p.desired.keys());
+            recorded.set(id, ledger.before_acting(live, declared, &plan.record));
             actions.extend(plan.actions.into_iter().map(|a| (id.clone(), a)));
             for p in plan.cms {
                 parts.entry(p.name.clone()).or_default().push(p);
@@ -239,6 +254,7 @@ impl Reconciler {
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             cm.applied = p.applied.clone();
+            cm.operations = p.operations.clone();
             match self.record_intent(cm, p).await {
                 Ok(()) => {}
                 Err(e @ ReconcileError::Deposed(_)) => return Err(e),
@@ -269,7 +285,7 @@ impl Reconciler {
                 continue;
             }
             acted += 1;
-            if let Action::Restart { name, .. } = action {
+            if let Action::Restart { name, token: None, .. } = action {
                 let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                 r.next = Instant::now() + r.backoff.next().unwrap_or_default();
             }
@@ -290,7 +306,7 @@ impl Reconciler {
             };
             let cm = cm_index.map(|i| &mut cms[i]);
             match (result, cm) {
-                (Ok(()), cm) => {
+                (Ok(answer), cm) => {
                     let mut done = Done::Ok;
                     match action {
                         Action::Put { name, cause, .. } => {
@@ -299,10 +315,16 @@ impl Reconciler {
                                 self.metrics.drift_reverts.inc();
                             }
                         }
-                        Action::Restart { name, .. } => {
+                        Action::Restart { name, token: None, .. } => {
                             let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                             r.total += 1;
                             done = Done::Restarted(r.total);
+                        }
+                        Action::Restart { .. } => self.count_operation("restart", "ok"),
+                        Action::Offsets { name, .. } => {
+                            self.memory.offsets_retry.remove(name);
+                            self.count_operation("offsets", "ok");
+                            done = Done::Offsets(answer.unwrap_or_default());
                         }
                         Action::Delete { name, .. } => {
                             deleted.entry(destination.clone()).or_default().insert(name.clone());
@@ -339,6 +361,8 @@ impl Reconciler {
                 (Err(ActionError::Failed(message)), cm) => {
                     failed += 1;
                     tracing::warn!(connector = %action.name(), error = %message, "action failed");
+                    let mut cm = cm;
+                    self.operation_failed(cm.as_deref_mut(), action, &message);
                     if let Some(cm) = cm {
                         if let Action::Delete { name, .. } = action {
                             cm.failed_deletes.insert(name.clone());
@@ -404,7 +428,7 @@ impl Reconciler {
                 }
             }
         }
-        self.report_metrics(&cms, &plans, &live);
+        self.report_metrics(&cms, &plans, &live, &homes_of);
         if !down.is_empty() {
             let destinations = down.keys().cloned().collect::<Vec<_>>().join(", ");
             return Err(ReconcileError::Unreachable { destinations, failed });
@@ -417,24 +441,79 @@ impl Reconciler {
         })
     }
 
-    /// Adds the finalizer and records the connectors about to be created, before any PUT.
+    /// Adds the finalizer and records the connectors about to be created and the offsets
+    /// operations about to start, before any PUT.
     async fn record_intent(&self, cm: &mut CmState, p: &CmPlan) -> Result<(), ReconcileError> {
         if cm.input.deleting {
             return Ok(());
         }
         let managed_changed = p.managed_pre != cm.input.managed;
-        if !p.add_finalizer && !managed_changed {
+        let operations_changed = p.operations != cm.input.operations;
+        if !p.add_finalizer && !managed_changed && !operations_changed {
             return Ok(());
         }
-        let managed = managed_changed.then_some(&p.managed_pre);
-        self.writer.record_intent(&cm.object, p.add_finalizer, managed).await?;
+        let mut annotations = BTreeMap::new();
         if managed_changed {
-            match status::map_annotation(&p.managed_pre) {
-                serde_json::Value::String(s) => cm.annotations.insert(ANNOTATION_CONNECTORS.into(), s),
-                _ => cm.annotations.remove(ANNOTATION_CONNECTORS),
+            annotations.insert(ANNOTATION_CONNECTORS, status::map_annotation(&p.managed_pre));
+        }
+        if operations_changed {
+            annotations.insert(ANNOTATION_OPERATIONS, day2::encode(&p.operations).into());
+        }
+        self.writer
+            .record_intent(&cm.object, p.add_finalizer, &annotations)
+            .await?;
+        for (key, value) in annotations {
+            match value {
+                serde_json::Value::String(s) => cm.annotations.insert(key.into(), s),
+                _ => cm.annotations.remove(key),
             };
         }
         Ok(())
+    }
+
+    /// A declared restart that failed is recorded as done (a token acts once); a failed
+    /// offsets operation is recorded, leaves the connector stopped and is retried with backoff.
+    fn operation_failed(&mut self, cm: Option<&mut CmState>, action: &Action, message: &str) {
+        match action {
+            Action::Restart {
+                name,
+                token: Some(token),
+                ..
+            } => {
+                self.count_operation("restart", "failed");
+                if let Some(cm) = cm {
+                    cm.operations.entry(name.clone()).or_default().restart = Some(RestartRecord {
+                        token: token.clone(),
+                        result: format!("failed: {message}"),
+                    });
+                }
+            }
+            Action::Offsets { name, token, .. } => {
+                self.count_operation("offsets", "failed");
+                let r = self
+                    .memory
+                    .offsets_retry
+                    .entry(name.clone())
+                    .or_insert_with(Restarts::new);
+                r.total += 1;
+                r.next = Instant::now() + r.backoff.next().unwrap_or_default();
+                if let Some(cm) = cm {
+                    cm.operations.entry(name.clone()).or_default().offsets = Some(OffsetsRecord {
+                        token: token.clone(),
+                        phase: Phase::Failed,
+                        result: Some(message.to_string()),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn count_operation(&self, operation: &'static str, result: &'static str) {
+        self.metrics
+            .operations
+            .get_or_create(&OperationLabels { operation, result })
+            .inc();
     }
 
     /// Events, then status annotations or, for a deleted ConfigMap whose connectors are gone,
@@ -459,6 +538,7 @@ impl Reconciler {
                 .map(|(name, r)| (name.clone(), r.report.clone()))
                 .collect(),
             restarts: seen.restarts,
+            operations: &cm.operations,
             secrets: seen.secrets,
             ledger: seen.ledger,
             places: seen.places,
@@ -470,8 +550,17 @@ impl Reconciler {
         self.writer.apply(&cm.object, report.change).await
     }
 
-    fn report_metrics(&mut self, cms: &[CmState], plans: &BTreeMap<String, CmPlan>, live: &LiveState) {
+    /// Connectors by state, and each connector's state, tasks and offsets operation, from what
+    /// this pass read (no extra call).
+    fn report_metrics(
+        &mut self,
+        cms: &[CmState],
+        plans: &BTreeMap<String, CmPlan>,
+        live: &LiveState,
+        homes: &BTreeMap<String, String>,
+    ) {
         let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        let mut series = ConnectorSeries::default();
         for cm in cms {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             for name in p.desired.keys() {
@@ -480,9 +569,32 @@ impl Reconciler {
                     Some(Live { status: None, .. }) => "unknown".to_string(),
                     Some(Live { status: Some(s), .. }) => s.connector.state.to_lowercase(),
                 };
+                let destination = homes.get(name).map_or(LOCAL, String::as_str).to_string();
+                let labels = |state: String| ConnectorStateLabels {
+                    destination: destination.clone(),
+                    connector: name.clone(),
+                    state,
+                };
+                for task in live
+                    .get(name)
+                    .and_then(|l| l.status.as_ref())
+                    .iter()
+                    .flat_map(|s| &s.tasks)
+                {
+                    *series.tasks.entry(labels(task.state.to_lowercase())).or_default() += 1;
+                }
+                if cm.operations.get(name).is_some_and(day2::in_progress) {
+                    series.offsets.insert(ConnectorLabels {
+                        destination: destination.clone(),
+                        connector: name.clone(),
+                    });
+                }
+                series.states.insert(labels(state.clone()));
                 *counts.entry(state).or_default() += 1;
             }
         }
+        self.metrics.report_connectors(&self.memory.reported_series, &series);
+        self.memory.reported_series = series;
         for state in self.memory.reported_states.iter().filter(|s| !counts.contains_key(*s)) {
             self.metrics
                 .connectors
@@ -507,7 +619,7 @@ const ACTIONS_AT_ONCE: usize = 4;
 
 /// What became of one action.
 enum Ran {
-    Done(Result<(), ActionError>),
+    Done(Result<Option<String>, ActionError>),
     /// Not sent: its destination stopped answering first (why).
     NotSent(String),
 }
@@ -624,9 +736,11 @@ fn cm_state(
         keys: verdicts.iter().map(declared).collect(),
         managed: json_annotation(&annotations, ANNOTATION_CONNECTORS),
         applied: json_annotation(&annotations, ANNOTATION_APPLIED),
+        operations: day2::decode(annotations.get(ANNOTATION_OPERATIONS)),
     };
     CmState {
         applied: BTreeMap::new(),
+        operations: BTreeMap::new(),
         target,
         object,
         input,
@@ -674,6 +788,8 @@ struct Seen<'a> {
 enum Done {
     Ok,
     Restarted(u32),
+    /// Offsets changed; the worker's message.
+    Offsets(String),
 }
 
 impl Done {
@@ -725,6 +841,55 @@ impl Done {
                 cm.written.insert(name.clone());
                 cm.notes
                     .push(Note::normal("Updated", format!("connector {name}: {}", to.verb())));
+            }
+            (
+                Done::Ok,
+                Action::Restart {
+                    name,
+                    token: Some(token),
+                    only_failed,
+                    ..
+                },
+            ) => {
+                cm.written.insert(name.clone());
+                let result = if *only_failed {
+                    "restarted its failed parts"
+                } else {
+                    "restarted with its tasks"
+                };
+                cm.operations.entry(name.clone()).or_default().restart = Some(RestartRecord {
+                    token: token.clone(),
+                    result: result.into(),
+                });
+                cm.notes.push(Note::normal(
+                    "Restarted",
+                    format!("connector {name}: {result} for restart token {token}"),
+                ));
+            }
+            (
+                Done::Offsets(message),
+                Action::Offsets {
+                    name, token, change, ..
+                },
+            ) => {
+                let (reason, verb) = match change {
+                    OffsetsChange::Reset => ("OffsetsReset", "reset"),
+                    OffsetsChange::Set(_) => ("OffsetsAltered", "altered"),
+                };
+                let text = format!("connector {name}: offsets {verb} for offsets token {token}: {message}");
+                cm.notes.push(if day2::framework_only(&message) {
+                    Note::warning(
+                        "OffsetsFrameworkOnly",
+                        format!("{text} (only the offsets Kafka Connect keeps changed: a connector that keeps its own must be moved in its own system)"),
+                    )
+                } else {
+                    Note::normal(reason, text)
+                });
+                cm.operations.entry(name.clone()).or_default().offsets = Some(OffsetsRecord {
+                    token: token.clone(),
+                    phase: Phase::Done,
+                    result: Some(message),
+                });
             }
             (Done::Restarted(n), Action::Restart { name, .. }) => {
                 cm.written.insert(name.clone());

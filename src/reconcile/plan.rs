@@ -4,82 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::day2::{self, OffsetsChange, Record};
 use super::ledger::{Ledger, Provenance};
+use super::live::LiveState;
 use crate::pipeline::verdict::{Connector, State};
-
-/// A connector's status as `GET /connectors?expand=status` reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct LiveStatus {
-    pub connector: StateTrace,
-    #[serde(default)]
-    pub tasks: Vec<TaskStatus>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-pub struct StateTrace {
-    pub state: String,
-    #[serde(default)]
-    pub trace: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct TaskStatus {
-    pub id: i64,
-    pub state: String,
-    #[serde(default)]
-    pub trace: Option<String>,
-}
-
-impl LiveStatus {
-    /// The connector or one of its tasks is FAILED.
-    pub fn failed(&self) -> bool {
-        self.connector.state == "FAILED" || self.tasks.iter().any(|t| t.state == "FAILED")
-    }
-}
-
-/// A connector the worker has: its config as Connect returns it (all strings, `name` included)
-/// and its status, which is `None` while the worker has not written it yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Live {
-    pub config: BTreeMap<String, String>,
-    pub status: Option<LiveStatus>,
-}
-
-/// Every connector on the worker; a name not in the map does not exist.
-pub type LiveState = BTreeMap<String, Live>;
-
-#[derive(Deserialize)]
-struct Expanded {
-    info: Option<ExpandedInfo>,
-    status: Option<LiveStatus>,
-}
-
-#[derive(Deserialize)]
-struct ExpandedInfo {
-    config: BTreeMap<String, String>,
-}
-
-/// Parses the body of `GET /connectors?expand=info&expand=status`. Connect leaves out a
-/// connector whose info or status it cannot read yet; such names are simply not in the result
-/// (the caller must not take them for absent: see `missing_from_listing`).
-pub fn parse_expanded(body: &[u8]) -> Result<LiveState, serde_json::Error> {
-    let raw: BTreeMap<String, Expanded> = serde_json::from_slice(body)?;
-    Ok(raw
-        .into_iter()
-        .filter_map(|(name, e)| {
-            let info = e.info?;
-            Some((
-                name,
-                Live {
-                    config: info.config,
-                    status: e.status,
-                },
-            ))
-        })
-        .collect())
-}
 
 /// What one data key of a ConfigMap declares, after the verdict pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +42,8 @@ pub struct CmInput {
     pub managed: BTreeMap<String, String>,
     /// Hash of the config last applied, per connector (annotation).
     pub applied: BTreeMap<String, String>,
+    /// The day-2 tokens acted on, per connector (annotation).
+    pub operations: BTreeMap<String, Record>,
 }
 
 /// Why a connector is written or deleted; becomes the Event's reason and note.
@@ -158,13 +90,15 @@ impl Transition {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// `PUT /connectors/{name}/config`.
+    /// `PUT /connectors/{name}/config`; when `stopped`, it does not exist yet and is created
+    /// stopped instead (`POST /connectors` with `initial_state: STOPPED`).
     Put {
         cm: String,
         name: String,
         config: BTreeMap<String, String>,
         hash: String,
         cause: Cause,
+        stopped: bool,
     },
     /// `DELETE /connectors/{name}`; `cm` is `None` for an unmanaged connector being pruned.
     Delete {
@@ -174,8 +108,21 @@ pub enum Action {
     },
     /// `PUT /connectors/{name}/{pause,resume,stop}`.
     State { cm: String, name: String, to: Transition },
-    /// `POST /connectors/{name}/restart?includeTasks=true&onlyFailed=true`.
-    Restart { cm: String, name: String },
+    /// `POST /connectors/{name}/restart?includeTasks=true&onlyFailed=...`: `--auto-restart`
+    /// (only failed parts, no token) or a declared `restart` token.
+    Restart {
+        cm: String,
+        name: String,
+        only_failed: bool,
+        token: Option<String>,
+    },
+    /// `DELETE` or `PATCH /connectors/{name}/offsets`, for a declared `offsets` token.
+    Offsets {
+        cm: String,
+        name: String,
+        token: String,
+        change: OffsetsChange,
+    },
 }
 
 impl Action {
@@ -184,13 +131,17 @@ impl Action {
             Action::Put { name, .. }
             | Action::Delete { name, .. }
             | Action::State { name, .. }
-            | Action::Restart { name, .. } => name,
+            | Action::Restart { name, .. }
+            | Action::Offsets { name, .. } => name,
         }
     }
 
     pub fn cm(&self) -> Option<&str> {
         match self {
-            Action::Put { cm, .. } | Action::State { cm, .. } | Action::Restart { cm, .. } => Some(cm),
+            Action::Put { cm, .. }
+            | Action::State { cm, .. }
+            | Action::Restart { cm, .. }
+            | Action::Offsets { cm, .. } => Some(cm),
             Action::Delete { cm, .. } => cm.as_deref(),
         }
     }
@@ -221,6 +172,9 @@ pub struct CmPlan {
     /// Connectors it declares that were on the worker without being connect-gate's: taken over
     /// this pass.
     pub adopted: BTreeSet<String>,
+    /// `connect-gate.io/operations` to record BEFORE acting: the tokens of the connectors it
+    /// declares or manages, with an offsets operation about to start marked pending.
+    pub operations: BTreeMap<String, Record>,
     /// Names its `connect-gate.io/connectors` lists for deletion that are not in the ledger:
     /// connect-gate did not create or adopt them, so they are not deleted, only dropped from the
     /// annotation and reported.
@@ -245,6 +199,7 @@ pub struct PlanMemory {
     pub worker_rejected: BTreeMap<String, String>,
     /// FAILED connectors whose restart backoff has elapsed.
     pub restart_ready: BTreeSet<String>,
+    pub day2: day2::Waiting,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -405,6 +360,14 @@ pub fn plan(
                 .filter(|(_, h)| hash.same_scheme(h))
                 .map(|(n, h)| (n.clone(), h.clone()))
                 .collect(),
+            // Kept while it declares or manages the connector: a token must not act again
+            // because its template failed for a while.
+            operations: cm
+                .operations
+                .iter()
+                .filter(|(n, _)| cm.managed.contains_key(*n) || declares(cm, n))
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect(),
             ..CmPlan::default()
         };
         if cm.deleting {
@@ -500,12 +463,21 @@ pub fn plan(
         // Applied by connect-gate before: then a difference was made behind its back.
         let recorded = cm.applied.get(*name) == Some(&applied);
         let blocked = memory.worker_rejected.get(*name) == Some(&fingerprint(&connector.config));
+        let step = day2::step(
+            name,
+            connector.restart.as_ref(),
+            connector.offsets.as_ref(),
+            live.get(*name),
+            cm.operations.get(*name).unwrap_or(&Record::default()),
+            &memory.day2,
+        );
         let put = |cause| Action::Put {
             cm: cm.name.clone(),
             name: name.to_string(),
             config: connector.config.clone(),
             hash: applied.clone(),
             cause,
+            stopped: step.create_stopped,
         };
         let state = connector.state.unwrap_or_default();
         let transition = |to| Action::State {
@@ -524,6 +496,7 @@ pub fn plan(
                 }
                 writes.push(put(if recorded { Cause::DriftDeleted } else { Cause::Created }));
                 match state {
+                    _ if step.holds_state => {}
                     State::Running => {}
                     State::Paused => states.push(transition(Transition::Pause)),
                     State::Stopped => states.push(transition(Transition::Stop)),
@@ -542,9 +515,15 @@ pub fn plan(
                         Cause::Updated
                     }));
                 }
-                let Some(status) = &l.status else { continue };
+                let Some(status) = &l.status else {
+                    // Not written yet: its state is looked at next pass.
+                    record_operations(&mut plan.cms, &cm.name, name, step.record);
+                    continue;
+                };
                 let live_state = status.connector.state.as_str();
                 let to = match (state, live_state) {
+                    // An offsets operation holds it stopped until done.
+                    _ if step.holds_state => step.stop.then_some(Transition::Stop),
                     (_, "UNASSIGNED" | "RESTARTING") => None,
                     (State::Running, "PAUSED" | "STOPPED") => Some(Transition::Resume),
                     (State::Paused, s) if s != "PAUSED" => Some(Transition::Pause),
@@ -553,7 +532,22 @@ pub fn plan(
                 };
                 if let Some(to) = to {
                     states.push(transition(to));
+                } else if let Some((token, change)) = &step.offsets {
+                    states.push(Action::Offsets {
+                        cm: cm.name.clone(),
+                        name: name.to_string(),
+                        token: token.clone(),
+                        change: change.clone(),
+                    });
+                } else if let Some(restart) = &step.restart {
+                    states.push(Action::Restart {
+                        cm: cm.name.clone(),
+                        name: name.to_string(),
+                        only_failed: restart.only_failed,
+                        token: Some(restart.token.clone()),
+                    });
                 } else if state == State::Running
+                    && !step.holds_state
                     && options.auto_restart
                     && status.failed()
                     && memory.restart_ready.contains(*name)
@@ -561,14 +555,32 @@ pub fn plan(
                     states.push(Action::Restart {
                         cm: cm.name.clone(),
                         name: name.to_string(),
+                        only_failed: true,
+                        token: None,
                     });
                 }
             }
         }
+        record_operations(&mut plan.cms, &cm.name, name, step.record);
     }
     plan.actions.extend(writes);
     plan.actions.extend(states);
     plan
+}
+
+/// Whether `cm`'s data declares `name` (applied or rejected).
+fn declares(cm: &CmInput, name: &str) -> bool {
+    cm.keys.iter().any(|d| match &d.decl {
+        Decl::Apply(c) => c.name == name,
+        Decl::Rejected(n) | Decl::Absent(n) => n.as_deref() == Some(name),
+    })
+}
+
+/// Puts a connector's changed operations record into its ConfigMap's plan.
+fn record_operations(cms: &mut [CmPlan], cm: &str, name: &str, record: Option<Record>) {
+    if let (Some(record), Some(p)) = (record, cms.iter_mut().find(|p| p.name == cm)) {
+        p.operations.insert(name.to_string(), record);
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ReconcileError;
+use super::day2::OffsetsChange;
 use super::lease::Leadership;
-use super::plan::{self, Action, Live, LiveState};
+use super::live::{self, Live, LiveState};
+use super::plan::Action;
 use crate::connect::destinations::Kind;
 use crate::connect::registry::Destination;
 use crate::connect::{ConnectClient, RestResponse, connector_path};
@@ -119,7 +121,7 @@ impl Worker {
                 message: r.message(),
             });
         }
-        let mut live = plan::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode { what, source })?;
+        let mut live = live::parse_expanded(&r.body).map_err(|source| ReconcileError::Decode { what, source })?;
         let mut unlisted: Vec<&String> = interest.iter().filter(|n| !live.contains_key(*n)).collect();
         if !unlisted.is_empty() {
             let names = self.names().await?;
@@ -172,9 +174,10 @@ impl Worker {
         serde_json::from_slice(&r.body).map_err(|source| ReconcileError::Decode { what: what(), source })
     }
 
-    /// Sends the request for one action. What the worker says is masked with `secrets`, the
-    /// values of the connector's config that came from variables or env.
-    pub async fn execute(&self, action: &Action, secrets: &[&str]) -> Result<(), ActionError> {
+    /// Sends the request for one action; `Some` holds what the worker answered an offsets change
+    /// (its message). What the worker says is masked with `secrets`, the values of the
+    /// connector's config that came from variables or env.
+    pub async fn execute(&self, action: &Action, secrets: &[&str]) -> Result<Option<String>, ActionError> {
         let fail = |what: &str, r: &RestResponse| {
             ActionError::Failed(format!(
                 "{what} answered {}: {}",
@@ -184,14 +187,24 @@ impl Worker {
         };
         match action {
             Action::Put {
-                name, config, cause, ..
+                name,
+                config,
+                cause,
+                stopped,
+                ..
             } => {
-                let path = format!("{}/config", connector_path(name));
-                let r = self.call(Method::PUT, &path, Some(&json!(config))).await?;
+                let r = if *stopped {
+                    // KIP-980 (Kafka 3.7): it never runs before its offsets are set.
+                    let body = json!({"name": name, "config": config, "initial_state": "STOPPED"});
+                    self.call(Method::POST, "/connectors", Some(&body)).await?
+                } else {
+                    let path = format!("{}/config", connector_path(name));
+                    self.call(Method::PUT, &path, Some(&json!(config))).await?
+                };
                 match r.status.as_u16() {
                     200 | 201 => {
-                        tracing::info!(connector = %name, cause = ?cause, "applied");
-                        Ok(())
+                        tracing::info!(connector = %name, cause = ?cause, stopped, "applied");
+                        Ok(None)
                     }
                     400 | 422 => {
                         tracing::warn!(connector = %name, "the worker rejected the config");
@@ -200,6 +213,7 @@ impl Worker {
                             mask(&r.message(), secrets)
                         )))
                     }
+                    _ if *stopped => Err(fail("POST /connectors", &r)),
                     _ => Err(fail("PUT config", &r)),
                 }
             }
@@ -208,7 +222,7 @@ impl Worker {
                 match r.status.as_u16() {
                     200 | 202 | 204 | 404 => {
                         tracing::info!(connector = %name, cause = ?cause, "deleted");
-                        Ok(())
+                        Ok(None)
                     }
                     _ => Err(fail("DELETE", &r)),
                 }
@@ -219,21 +233,48 @@ impl Worker {
                 match r.status.as_u16() {
                     200 | 202 | 204 => {
                         tracing::info!(connector = %name, transition = to.verb(), "state changed");
-                        Ok(())
+                        Ok(None)
                     }
                     // 404 included: created a moment ago and not yet visible to this worker.
                     _ => Err(fail(to.verb(), &r)),
                 }
             }
-            Action::Restart { name, .. } => {
-                let path = format!("{}/restart?includeTasks=true&onlyFailed=true", connector_path(name));
+            Action::Restart {
+                name,
+                only_failed,
+                token,
+                ..
+            } => {
+                let path = format!(
+                    "{}/restart?includeTasks=true&onlyFailed={only_failed}",
+                    connector_path(name)
+                );
                 let r = self.call(Method::POST, &path, None).await?;
                 match r.status.as_u16() {
                     200 | 202 | 204 => {
-                        tracing::info!(connector = %name, "restarted failed connector/tasks");
-                        Ok(())
+                        tracing::info!(connector = %name, only_failed, token = token.as_deref(), "restarted");
+                        Ok(None)
                     }
                     _ => Err(fail("restart", &r)),
+                }
+            }
+            Action::Offsets {
+                name, token, change, ..
+            } => {
+                let path = format!("{}/offsets", connector_path(name));
+                let r = match change {
+                    OffsetsChange::Reset => self.call(Method::DELETE, &path, None).await?,
+                    OffsetsChange::Set(set) => {
+                        let body = json!({ "offsets": set });
+                        self.call(Method::PATCH, &path, Some(&body)).await?
+                    }
+                };
+                match r.status.as_u16() {
+                    200 => {
+                        tracing::info!(connector = %name, %token, "offsets changed");
+                        Ok(Some(mask(&r.message(), secrets)))
+                    }
+                    _ => Err(fail("offsets", &r)),
                 }
             }
         }

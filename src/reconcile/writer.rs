@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use super::ReconcileError;
 use super::lease::Leadership;
 use super::ledger::{ANNOTATION_LEDGER, ANNOTATION_LEDGER_DESTINATIONS, Ledgers};
-use super::status::{ANNOTATIONS, Change, NOTE_MAX, Note, bound, map_annotation};
-use crate::pipeline::manifest::{ANNOTATION_CONNECTORS, FINALIZER};
+use super::status::{ANNOTATIONS, Change, NOTE_MAX, Note, bound};
+use crate::pipeline::manifest::FINALIZER;
 
 pub struct Writer {
     pub api: Api<ConfigMap>,
@@ -96,17 +96,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Adds the finalizer and records `managed` (what it manages plus what is about to be
-    /// created) before any PUT, so a crash after the PUT never loses a delete.
+    /// Adds the finalizer and writes `annotations` (what it manages plus what is about to be
+    /// created; offsets operations about to start) before any PUT, so a crash after the PUT
+    /// never loses a delete or repeats an operation.
     pub async fn record_intent(
         &self,
         cm: &ConfigMap,
         add_finalizer: bool,
-        managed: Option<&BTreeMap<String, String>>,
+        annotations: &BTreeMap<&str, Value>,
     ) -> Result<(), ReconcileError> {
         let mut metadata = json!({});
-        if let Some(managed) = managed {
-            metadata["annotations"] = json!({ ANNOTATION_CONNECTORS: map_annotation(managed) });
+        if !annotations.is_empty() {
+            metadata["annotations"] = json!(annotations);
         }
         if add_finalizer {
             let mut finalizers = cm.metadata.finalizers.clone().unwrap_or_default();

@@ -154,3 +154,10 @@ pub fn configmap(name: &str, labels: &[(&str, &str)], data: &[(&str, &str)]) -> 
     }
     yaml
 }
+
+/// `connect-gate offsets NAME ARGS`: what a user runs to read a connector's offsets.
+pub fn offsets(name: &str, args: &[&str]) -> Run {
+    let mut all = vec!["offsets".to_string(), name.to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    run(&all, None)
+}

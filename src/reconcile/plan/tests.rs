@@ -1,6 +1,8 @@
 //! The planner's rules, one requirement-named test each.
 
 use super::*;
+use crate::reconcile::day2::{OffsetsRecord, Phase, RestartRecord};
+use crate::reconcile::live::{Live, LiveStatus, StateTrace, TaskStatus, parse_expanded};
 
 fn connector(name: &str, extra: &[(&str, &str)], state: Option<State>) -> Connector {
     let mut config: BTreeMap<String, String> = [("connector.class", "FileStreamSource"), ("name", name)]
@@ -12,6 +14,8 @@ fn connector(name: &str, extra: &[(&str, &str)], state: Option<State>) -> Connec
         name: name.into(),
         config,
         state,
+        restart: None,
+        offsets: None,
         secrets: vec![],
     }
 }
@@ -31,6 +35,7 @@ fn cm(name: &str, keys: Vec<Declared>, managed: &[(&str, &str)]) -> CmInput {
         keys,
         managed: managed.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect(),
         applied: BTreeMap::new(),
+        operations: BTreeMap::new(),
     }
 }
 
@@ -72,7 +77,11 @@ fn summary(plan: &Plan) -> Vec<String> {
             Action::Put { name, cause, .. } => format!("put {name} {cause:?}"),
             Action::Delete { name, cause, .. } => format!("delete {name} {cause:?}"),
             Action::State { name, to, .. } => format!("{} {name}", to.verb()),
-            Action::Restart { name, .. } => format!("restart {name}"),
+            Action::Restart { name, token: None, .. } => format!("restart {name}"),
+            Action::Restart {
+                name, token: Some(t), ..
+            } => format!("restart {name} for {t}"),
+            Action::Offsets { name, token, .. } => format!("offsets {name} for {token}"),
         })
         .collect()
 }
@@ -599,4 +608,100 @@ fn without_a_key_a_changed_secret_value_is_an_update_and_any_other_change_is_dri
     tampered.config.insert("topic".into(), "elsewhere".into());
     assert_eq!(unkeyed(&[("a".to_string(), tampered)].into()), ["put a DriftChanged"]);
     assert_eq!(unkeyed(&LiveState::new()), ["put a DriftDeleted"]);
+}
+
+fn with_offsets(mut c: Connector, token: &str) -> Connector {
+    c.offsets = Some(crate::pipeline::operations::Offsets {
+        token: token.into(),
+        reset: true,
+        set: None,
+    });
+    c
+}
+
+fn offsets_record(token: &str, phase: Phase) -> Record {
+    Record {
+        restart: None,
+        offsets: Some(OffsetsRecord {
+            token: token.into(),
+            phase,
+            result: None,
+        }),
+    }
+}
+
+#[test]
+fn a_new_connector_declared_with_offsets_is_created_stopped_and_its_operation_recorded_first() {
+    let a = with_offsets(connector("a", &[], None), "o1");
+    let plan = run(&[cm("cm", vec![apply("a.json", a)], &[])], &LiveState::new());
+    assert!(
+        matches!(plan.actions[..], [Action::Put { stopped: true, .. }]),
+        "{:?}",
+        plan.actions
+    );
+    assert_eq!(plan.cms[0].operations["a"], offsets_record("o1", Phase::Pending));
+}
+
+#[test]
+fn an_offsets_operation_holds_the_declared_state_until_it_is_done() {
+    let a = with_offsets(connector("a", &[], None), "o1");
+    let mut input = cm("cm", vec![apply("a.json", a.clone())], &[("a", "a.json")]);
+    // Running: stopped first, the operation recorded pending before.
+    let live: LiveState = [("a".to_string(), live_of(&a, "RUNNING"))].into();
+    let plan = run(std::slice::from_ref(&input), &live);
+    assert_eq!(summary(&plan), ["stop a"]);
+    assert_eq!(plan.cms[0].operations["a"], offsets_record("o1", Phase::Pending));
+    // Stopped with no tasks: the offsets change, not the declared resume.
+    input
+        .operations
+        .insert("a".into(), offsets_record("o1", Phase::Pending));
+    let stopped: LiveState = [("a".to_string(), live_of(&a, "STOPPED"))].into();
+    assert_eq!(
+        summary(&run(std::slice::from_ref(&input), &stopped)),
+        ["offsets a for o1"]
+    );
+    // Done: back to the declared state, and the token never acts again.
+    input.operations.insert("a".into(), offsets_record("o1", Phase::Done));
+    assert_eq!(summary(&run(std::slice::from_ref(&input), &stopped)), ["resume a"]);
+}
+
+#[test]
+fn a_restart_token_restarts_once_in_place_of_the_auto_restart() {
+    let mut a = connector("a", &[], None);
+    a.restart = Some(crate::pipeline::operations::Restart {
+        token: "r1".into(),
+        only_failed: false,
+    });
+    let mut input = cm("cm", vec![apply("a.json", a.clone())], &[("a", "a.json")]);
+    let mut failed = live_of(&a, "FAILED");
+    failed.status.as_mut().unwrap().connector.state = "FAILED".into();
+    let live: LiveState = [("a".to_string(), failed)].into();
+    let memory = PlanMemory {
+        restart_ready: ["a".to_string()].into(),
+        ..PlanMemory::default()
+    };
+    let options = PlanOptions {
+        auto_restart: true,
+        ..PlanOptions::default()
+    };
+    let planned = |input: &CmInput| {
+        let cms = std::slice::from_ref(input);
+        summary(&plan(cms, &live, &owning_all(cms, &live), &memory, options, &keyed()))
+    };
+    assert_eq!(planned(&input), ["restart a for r1"]);
+    input.operations.insert(
+        "a".into(),
+        Record {
+            restart: Some(RestartRecord {
+                token: "r1".into(),
+                result: "restarted with its tasks".into(),
+            }),
+            offsets: None,
+        },
+    );
+    assert_eq!(
+        planned(&input),
+        ["restart a"],
+        "the token is spent; --auto-restart goes on"
+    );
 }
