@@ -489,3 +489,51 @@ fn check_with_destinations_judges_each_configmap_against_its_destinations_plugin
         unknown.stderr
     );
 }
+
+#[test]
+fn restart_and_offsets_are_judged_before_they_reach_a_worker() {
+    let ws = Workspace::new();
+    let sink = |ops: &str| GOOD.replacen('{', &format!("{{{ops}, "), 1);
+    let accepted = [
+        r#""restart": "2026-12-06""#,
+        r#""restart": {"token": "r:2", "onlyFailed": true}, "offsets": {"token": "o.1", "reset": true}"#,
+        r#""offsets": {"token": "o2", "set": [{"partition": {"kafka_topic": "t", "kafka_partition": 0}, "offset": {"kafka_offset": 5}}, {"partition": {"kafka_topic": "t", "kafka_partition": 1}, "offset": null}]}"#,
+    ];
+    for ops in accepted {
+        let out = check_template(&ws, &sink(ops));
+        assert_eq!(out.code, 0, "{ops}: {}", out.all());
+    }
+    let rejected = [
+        (
+            r#""restart": 7"#,
+            r#"`restart` must be a token string or {"token": ..., "onlyFailed": true|false}"#,
+        ),
+        (
+            r#""restart": "two words""#,
+            r#"`restart` token "two words" is invalid: a token is 1 to 128 letters, digits, '.', '_', '-' or ':'"#,
+        ),
+        (
+            r#""offsets": {"token": "o"}"#,
+            r#"`offsets` must have exactly one of `"reset": true` and `set`"#,
+        ),
+        (
+            r#""offsets": {"token": "o", "set": []}"#,
+            r#"`offsets.set` is empty; to reset every partition, declare `"reset": true`"#,
+        ),
+        (
+            r#""offsets": {"token": "o", "set": [{"partition": {"filename": "/x"}, "offset": {"position": 1}}]}"#,
+            r#"`offsets.set[0]` is not a sink connector's offset: a sink's partition is {"kafka_topic": string, "kafka_partition": integer} and its offset {"kafka_offset": integer} or null"#,
+        ),
+    ];
+    for (ops, message) in rejected {
+        let out = check_template(&ws, &sink(ops));
+        assert_rejected(
+            &out,
+            &["REJECTED  c.json -> files-sink", &format!("      error: {message}\n")],
+        );
+    }
+    // A source connector's partitions are its own.
+    let source = r#"{"name": "s", "offsets": {"token": "o", "set": [{"partition": {"filename": "/x"}, "offset": {"position": 1}}]}, "config": {"connector.class": "FileStreamSource", "topic": "t", "file": "/x"}}"#;
+    let out = check_template(&ws, source);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
