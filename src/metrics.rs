@@ -166,7 +166,7 @@ impl Metrics {
         );
         r.register(
             "operations",
-            "Declared restarts and offsets operations carried out, by operation and result",
+            "Restarts (declared, or by --auto-restart) and offsets operations, by operation and result",
             metrics.operations.clone(),
         );
         r.register(

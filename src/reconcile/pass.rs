@@ -319,6 +319,7 @@ impl Reconciler {
                             let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                             r.total += 1;
                             done = Done::Restarted(r.total);
+                            self.count_operation("auto-restart", "ok");
                         }
                         Action::Restart { .. } => self.count_operation("restart", "ok"),
                         Action::Offsets { name, .. } => {
@@ -436,8 +437,10 @@ impl Reconciler {
         if failed > 0 {
             return Err(ReconcileError::Incomplete { failed });
         }
+        // An offsets operation waits for the worker to stop the connector: look again soon.
+        let operating = cms.iter().any(|cm| cm.operations.values().any(day2::in_progress));
         Ok(Outcome {
-            settled: acted == 0 && !missing_status,
+            settled: acted == 0 && !missing_status && !operating,
         })
     }
 
@@ -505,6 +508,7 @@ impl Reconciler {
                     });
                 }
             }
+            Action::Restart { token: None, .. } => self.count_operation("auto-restart", "failed"),
             _ => {}
         }
     }
