@@ -17,7 +17,7 @@ use crate::connect::destinations::{DestinationsFile, LOCAL};
 use crate::pipeline::duplicates::settle;
 use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
 use crate::pipeline::plugins::Catalog;
-use crate::pipeline::template::Renderer;
+use crate::pipeline::sandbox::Renderer;
 use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict};
 use crate::webhook::tls;
 

@@ -18,7 +18,7 @@ use cli::Workspace;
 use connect_gate::pipeline::inputs::{InputSources, TemplateInputs};
 use connect_gate::pipeline::manifest::parse_yaml;
 use connect_gate::pipeline::plugins::Catalog;
-use connect_gate::pipeline::template::Renderer;
+use connect_gate::pipeline::sandbox::Renderer;
 use connect_gate::pipeline::verdict::{Pipeline, PluginCheck, Verdict};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams};

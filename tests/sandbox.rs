@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use connect_gate::pipeline::sandbox::{Limits, PARENT_RESERVE};
-use connect_gate::pipeline::template::{Bindings, Outcome, Renderer, Request};
+use connect_gate::pipeline::evaluation::{Bindings, Outcome, Request};
+use connect_gate::pipeline::sandbox::Renderer;
 
 const MIB: u64 = 1 << 20;
 

@@ -12,7 +12,7 @@ use connect_gate::judge::Judge;
 use connect_gate::metrics::Metrics;
 use connect_gate::pipeline::inputs::{InputSources, LiveInputs};
 use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target};
-use connect_gate::pipeline::template::Renderer;
+use connect_gate::pipeline::sandbox::Renderer;
 use connect_gate::pipeline::verdict::{Pipeline, Verdict};
 
 fn configmap(name: &str) -> ConnectorConfigMap {

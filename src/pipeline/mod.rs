@@ -6,6 +6,7 @@
 
 pub mod data_template;
 pub mod duplicates;
+pub mod evaluation;
 pub mod inputs;
 pub mod manifest;
 pub mod operations;

@@ -21,18 +21,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::template::{MAX_OUTPUT, Outcome, Request};
+use super::evaluation::{MAX_CHILD_MEMORY, MAX_OUTPUT, Outcome, Request};
 
 /// How long one request (every run of one template) may take inside its child.
 pub const DEADLINE: Duration = Duration::from_millis(750);
-/// The largest address space a child gets, and the smallest it can work in.
-pub const MAX_CHILD_MEMORY: u64 = 512 << 20;
+/// The smallest address space a child can work in.
 pub const MIN_CHILD_MEMORY: u64 = 128 << 20;
 /// What the sidecar keeps for itself when the pool is sized from the container's memory.
 pub const PARENT_RESERVE: u64 = 192 << 20;
-/// A child's cumulative CPU limit (RLIMIT_CPU): a backstop only, since the parent kills a
-/// request at [`DEADLINE`] and recycles a child after [`RECYCLE_BUSY`], far below it.
-pub const CHILD_CPU_SECS: u64 = 60;
 const RECYCLE_BUSY: Duration = Duration::from_secs(20);
 const RECYCLE_RENDERS: u32 = 10_000;
 /// Requests waiting for a child, per child: beyond that callers wait to enqueue.

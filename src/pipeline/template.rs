@@ -9,74 +9,17 @@
 //! on its stdin until it is closed. The values reach it through the pipe: nothing is written to
 //! disk or put on a command line.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::data_template::DataTemplate;
-pub use super::sandbox::{Renderer, SandboxError};
+use super::evaluation::{Bindings, CHILD_CPU_SECS, MAX_CHILD_MEMORY, MAX_OUTPUT, Outcome, Pos, Request, Undefined};
 
-/// What the child evaluates: one template against each set of bindings in turn, one outcome
-/// each.
-#[derive(Serialize, Deserialize)]
-pub struct Request {
-    pub code: String,
-    pub runs: Vec<Bindings>,
-}
-
-/// The `$VAR`s and `$ENV` of one evaluation. Values are secrets: this type is never logged.
-#[derive(Serialize, Deserialize)]
-pub struct Bindings {
-    pub vars: BTreeMap<String, String>,
-    pub env: BTreeMap<String, String>,
-}
-
-/// A position in the template, 1-based.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pos {
-    pub line: usize,
-    pub column: usize,
-}
-
-impl std::fmt::Display for Pos {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "template line {}, column {}", self.line, self.column)
-    }
-}
-
-/// An undefined symbol: `$VAR` or a filter jq does not know (`input`, a typo).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Undefined {
-    pub kind: String,
-    pub name: String,
-    pub pos: Pos,
-}
-
-/// The child's answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Outcome {
-    Value(Value),
-    Syntax {
-        expected: String,
-        found: String,
-        pos: Pos,
-    },
-    Undefined(Vec<Undefined>),
-    /// A jq runtime error. Its text may quote the values bound.
-    Runtime(String),
-    OutputCount(usize),
-    TooLarge,
-}
-
-/// A child's memory limit when it is not given one on its command line.
-pub const MEMORY_LIMIT: u64 = super::sandbox::MAX_CHILD_MEMORY;
-/// The largest outcome of one run; larger ones become [`Outcome::TooLarge`].
-pub const MAX_OUTPUT: usize = 1 << 20;
 const MAX_REQUEST: usize = 16 << 20;
 
 /// Entry point of the `__render` child: limit itself (address space from its first argument,
@@ -86,8 +29,8 @@ pub fn child_main() -> std::process::ExitCode {
     let memory = std::env::args()
         .nth(2)
         .and_then(|m| m.parse::<u64>().ok())
-        .unwrap_or(MEMORY_LIMIT);
-    let cpu = super::sandbox::CHILD_CPU_SECS;
+        .unwrap_or(MAX_CHILD_MEMORY);
+    let cpu = CHILD_CPU_SECS;
     let limits = rlimit::setrlimit(rlimit::Resource::AS, memory, memory)
         .and_then(|()| rlimit::setrlimit(rlimit::Resource::CPU, cpu, cpu + 1));
     if limits.is_err() {
@@ -415,6 +358,7 @@ fn number(text: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn run(code: &str, vars: &[(&str, &str)], env: &[(&str, &str)]) -> Outcome {
         let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

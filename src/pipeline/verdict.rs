@@ -20,7 +20,8 @@ use super::manifest::{ConnectorConfigMap, Origin, Target};
 use super::operations::{self, Offsets, OperationProblem, Restart};
 use super::plugins::Catalog;
 use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
-use super::template::{Bindings, Outcome, Pos, Renderer, Request, SandboxError};
+use super::evaluation::{Bindings, Outcome, Pos, Request};
+use super::sandbox::{Renderer, SandboxError};
 
 /// The state a connector is declared to be in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
