@@ -2,7 +2,9 @@
 //! development certificate, `offsets` reads a connector's offsets to declare them ([`offsets`]),
 //! `serve` hands over to [`crate::serve`].
 
+mod annotations;
 mod offsets;
+mod sarif;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -239,6 +241,15 @@ async fn check(args: PipelineArgs, output: Output) -> Result<ExitCode, UsageErro
         }))
         .expect("verdicts serialise"),
         Output::Text => text_report(&verdicts, std::io::stdout().is_terminal()),
+        Output::Github | Output::Sarif => {
+            let cwd =
+                std::env::current_dir().map_err(|e| UsageError(format!("cannot read the working directory: {e}")))?;
+            let findings = annotations::findings(&verdicts, &cwd);
+            match output {
+                Output::Sarif => serde_json::to_string_pretty(&sarif::log(&findings, &cwd)).expect("SARIF serialises"),
+                _ => annotations::github(&findings, &summary_line(&verdicts)),
+            }
+        }
     };
     let _ = writeln!(out, "{text}");
     Ok(exit_code(&verdicts))
@@ -283,12 +294,16 @@ fn text_report(verdicts: &[Verdict], colour: bool) -> String {
             out.push_str(&format!("      {}: {w}\n", paint("33", "warning")));
         }
     }
+    out.push_str(&summary_line(verdicts));
+    out
+}
+
+fn summary_line(verdicts: &[Verdict]) -> String {
     let s = summary(verdicts);
-    out.push_str(&format!(
+    format!(
         "{} connectors: {} accepted, {} rejected",
         s["connectors"], s["accepted"], s["rejected"]
-    ));
-    out
+    )
 }
 
 async fn render(args: PipelineArgs, reveal: bool) -> Result<ExitCode, UsageError> {

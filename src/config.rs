@@ -49,6 +49,10 @@ pub enum Command {
 pub enum Output {
     Text,
     Json,
+    /// GitHub Actions workflow commands: an annotation at each problem's line.
+    Github,
+    /// A SARIF 2.1.0 log, for code scanning.
+    Sarif,
 }
 
 /// The template inputs every pipeline command shares.

@@ -70,6 +70,7 @@ fn mark_duplicates(verdicts: &mut [Verdict], elsewhere: &[Declaration]) {
             other: others.join("; "),
         };
         verdicts[*i].problems.push(problem.to_string());
+        verdicts[*i].kinds.push(problem.kind());
         verdicts[*i].connector = None;
         verdicts[*i].shown = None;
     }

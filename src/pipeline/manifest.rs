@@ -38,6 +38,9 @@ pub const ANNOTATION_LAST_ERROR: &str = "connect-gate.io/last-error";
 /// makes a token act once, across restarts and leader changes.
 pub const ANNOTATION_OPERATIONS: &str = "connect-gate.io/operations";
 
+/// The file name a ConfigMap read from standard input (`-`) is shown with.
+pub const STDIN: &str = "<stdin>";
+
 /// Where a ConfigMap came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Origin {
@@ -192,7 +195,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<ConnectorConfigMap>, Manifest
                 path: path.clone(),
                 source,
             })?;
-            out.extend(parse_yaml(&text, Path::new("<stdin>"))?);
+            out.extend(parse_yaml(&text, Path::new(STDIN))?);
         } else {
             for file in yaml_files(path)? {
                 let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Io {

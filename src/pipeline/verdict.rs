@@ -15,13 +15,14 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::duplicates::settle;
+use super::evaluation::{Bindings, Outcome, Pos, Request};
 use super::inputs::TemplateInputs;
 use super::manifest::{ConnectorConfigMap, Origin, Target};
 use super::operations::{self, Offsets, OperationProblem, Restart};
 use super::plugins::Catalog;
-use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
-use super::evaluation::{Bindings, Outcome, Pos, Request};
+use super::problem_kinds::ProblemKind;
 use super::sandbox::{Renderer, SandboxError};
+use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
 
 /// The state a connector is declared to be in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -143,47 +144,6 @@ pub enum Problem {
     Operation(#[from] OperationProblem),
 }
 
-impl Problem {
-    /// What the problem is, without the values its text quotes; `None` when its text holds no
-    /// value (it comes from the template's code, names and types only).
-    fn without_values(&self) -> Option<&'static str> {
-        Some(match self {
-            Problem::Runtime(_) => "the template fails",
-            Problem::OutputCount(_) => "the template does not produce exactly one output",
-            Problem::UnknownKey(_) => "the template produces an unexpected top-level key",
-            Problem::InvalidName { .. } => "the connector name cannot be used by Connect",
-            Problem::NameMismatch { .. } => "config.name differs from name",
-            Problem::BadValue { .. } => "a config value is null, an array or an object",
-            Problem::UnknownClass { .. } => "connector.class is not installed on the worker",
-            Problem::Duplicate { .. } => "the connector name is declared more than once",
-            Problem::Operation(_) => "`restart` or `offsets` cannot be used as declared",
-            // Env problems name their keys from the placeholder render already.
-            Problem::EnvUnset { .. }
-            | Problem::EnvHidden { .. }
-            | Problem::Syntax { .. }
-            | Problem::UndefinedVar { .. }
-            | Problem::UnusableVar { .. }
-            | Problem::UndefinedFilter { .. }
-            | Problem::TooLarge
-            | Problem::Sandbox(_)
-            | Problem::EmptyTemplate
-            | Problem::BinaryData
-            | Problem::NameFromInputs
-            | Problem::NotObject(_)
-            | Problem::MissingName
-            | Problem::NameNotString(_)
-            | Problem::EmptyName
-            | Problem::MissingConfig
-            | Problem::MissingClass
-            | Problem::BadState
-            | Problem::Withheld(_)
-            | Problem::Destination(_)
-            | Problem::StopUnsupported(_)
-            | Problem::Differs(_) => return None,
-        })
-    }
-}
-
 fn quoted_or_withheld(name: &Option<String>) -> String {
     match name {
         Some(name) => format!("{name:?}"),
@@ -238,6 +198,9 @@ pub struct Verdict {
     pub shown: Option<Connector>,
     /// Rejection causes, built from the placeholder render. Empty means accepted.
     pub problems: Vec<String>,
+    /// Per problem, in order: its kind and template position, for annotations.
+    #[serde(skip)]
+    pub kinds: Vec<ProblemKind>,
     pub warnings: Vec<String>,
     /// Where its connector runs, as the ConfigMap's labels say.
     pub destination: Target,
@@ -633,6 +596,7 @@ fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
         connector: None,
         shown: None,
         problems: vec![],
+        kinds: vec![],
         warnings: vec![],
         destination: cm.destination.clone(),
         unknown_class: false,
@@ -642,6 +606,7 @@ fn draft(cm: &ConnectorConfigMap, key: &str) -> Verdict {
 impl Verdict {
     fn finish(mut self, problems: Vec<Problem>, taint: &Taint) -> Self {
         self.problems = problems.iter().map(|p| taint.scrub(&p.to_string())).collect();
+        self.kinds = problems.iter().map(Problem::kind).collect();
         self.warnings = self.warnings.iter().map(|w| taint.scrub(w)).collect();
         self
     }
