@@ -16,27 +16,6 @@ use support::{TestEnv, WorkerRest, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The connector's committed offsets once `check` holds for them.
-async fn wait_offsets(rest: &WorkerRest, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    eventually(&format!("offsets of {name}: {what}"), WAIT, || async {
-        match rest.get(&format!("/connectors/{name}/offsets")).await {
-            (200, body) if check(&body["offsets"]) => Ok(body["offsets"].clone()),
-            (status, body) => Err(format!("{status} {body}")),
-        }
-    })
-    .await
-}
-
-async fn wait_state(rest: &WorkerRest, name: &str, state: &str) {
-    eventually(&format!("{name} {state}"), WAIT, || async {
-        match rest.get(&format!("/connectors/{name}/status")).await {
-            (200, s) if s["connector"]["state"] == state => Ok(()),
-            (status, body) => Err(format!("{status} {body}")),
-        }
-    })
-    .await;
-}
-
 /// The printed JSON, checked to be exactly `{"token", "set"}` with a valid token.
 fn printed(out: &cli::Run) -> (String, Value) {
     assert_eq!(out.code, 0, "{}", out.all());
@@ -61,7 +40,9 @@ async fn file_source(rest: &WorkerRest, name: &str, dir: &Path, topic: &str) -> 
     let (status, body) = rest.put(&format!("/connectors/{name}/config"), &config).await;
     assert_eq!(status, 201, "{body}");
     // FileStreamSource's offset is the byte position after the last line read: all 14 bytes.
-    let committed = wait_offsets(rest, name, "position 14", |o| o[0]["offset"]["position"] == 14).await;
+    let committed = rest
+        .wait_offsets(name, "position 14", |o| o[0]["offset"]["position"] == 14)
+        .await;
     (file, committed)
 }
 
@@ -122,7 +103,7 @@ async fn a_file_source_connectors_offsets_print_as_its_declarations_offsets_and_
     let stop = format!("/connectors/{name}/stop");
     let (status, body) = env.connect.request(reqwest::Method::PUT, &stop, None).await;
     assert!(status == 202 || status == 204, "{status} {body}");
-    wait_state(&env.connect, &name, "STOPPED").await;
+    env.connect.wait_state(&name, "STOPPED").await;
     let patch = json!({"offsets": edited});
     eventually("PATCH of the edited offsets", WAIT, || async {
         let path = format!("/connectors/{name}/offsets");

@@ -47,10 +47,16 @@ pub enum Phase {
     Done,
     /// The last attempt failed; retried with backoff, the connector left stopped meanwhile.
     Failed,
+    /// Its `offsets` was removed from the declaration before it was done: not retried, the
+    /// connector back in its declared state. The same token declared again acts.
+    Withdrawn,
 }
 
 /// What a restart token on a connector's first creation is recorded with.
 pub const AT_CREATION: &str = "recorded when the connector was created; not acted on";
+
+/// What an offsets operation removed from the declaration before it was done is recorded with.
+pub const WITHDRAWN: &str = "removed from the declaration before it was done; not retried";
 
 /// `DELETE` or `PATCH /connectors/{name}/offsets`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +111,15 @@ pub fn step(
 ) -> Step {
     let mut step = Step::default();
     let mut next = record.clone();
+    if offsets.is_none()
+        && let Some(r) = record.offsets.as_ref().filter(|r| in_progress_phase(r.phase))
+    {
+        next.offsets = Some(OffsetsRecord {
+            token: r.token.clone(),
+            phase: Phase::Withdrawn,
+            result: Some(WITHDRAWN.into()),
+        });
+    }
     if let Some(declared) = offsets.filter(|o| !done(record, &o.token)) {
         step.holds_state = true;
         let failed = record
@@ -155,7 +170,11 @@ fn done(record: &Record, token: &str) -> bool {
 
 /// Whether an offsets operation is under way for this record (for metrics and status).
 pub fn in_progress(record: &Record) -> bool {
-    record.offsets.as_ref().is_some_and(|r| r.phase != Phase::Done)
+    record.offsets.as_ref().is_some_and(|r| in_progress_phase(r.phase))
+}
+
+fn in_progress_phase(phase: Phase) -> bool {
+    matches!(phase, Phase::Pending | Phase::Failed)
 }
 
 /// The worker's answer to an offsets change says only the offsets Connect keeps were changed:
@@ -355,6 +374,33 @@ mod tests {
             s.offsets.is_some() && s.record.is_none(),
             "the failure stays recorded until it succeeds"
         );
+    }
+
+    #[test]
+    fn an_offsets_operation_removed_before_it_is_done_is_withdrawn_not_left_in_progress() {
+        let running = live("RUNNING", 1);
+        for phase in [Phase::Pending, Phase::Failed] {
+            let s = run(None, None, Some(&live("STOPPED", 0)), &offsets_at("o1", phase));
+            assert!(!s.holds_state && s.offsets.is_none(), "{s:?}");
+            let record = s.record.unwrap();
+            assert_eq!(
+                record.offsets,
+                Some(OffsetsRecord {
+                    token: "o1".into(),
+                    phase: Phase::Withdrawn,
+                    result: Some(WITHDRAWN.into())
+                })
+            );
+            assert!(!in_progress(&record));
+            // Withdrawn stays withdrawn; declared again, the same token acts.
+            assert_eq!(run(None, None, Some(&running), &record), Step::default());
+            let s = run(None, Some(&reset("o1")), Some(&running), &record);
+            assert!(s.holds_state && s.stop, "{s:?}");
+            assert_eq!(s.record, Some(offsets_at("o1", Phase::Pending)));
+        }
+        // Done is left as it is.
+        let done = offsets_at("o1", Phase::Done);
+        assert_eq!(run(None, None, Some(&running), &done), Step::default());
     }
 
     #[test]

@@ -43,7 +43,7 @@
 //!   * [`sidecar`]: the reconciler under test ([`sidecar::Sidecar`]) and the helpers its e2e
 //!     tests share (declaring connectors, waiting on status, Events, the ledger, the worker);
 //!   * [`webhooks`]: the shipped webhook registrations pointed at a test's `serve`
-//!     ([`Registrations`]);
+//!     ([`Registrations`]), and a webhook-only `serve` registered so ([`Webhook`]);
 //!   * [`rbac`]: Role rules of the identities tests act as ([`RECONCILER_RULES`],
 //!     [`CONFIGMAP_EDITOR_RULES`]).
 #![allow(dead_code)] // each test crate uses a different part
@@ -74,7 +74,7 @@ pub use self::{
     process::{BIN, Process, free_port},
     rbac::{CONFIGMAP_EDITOR_RULES, RECONCILER_RULES},
     stack::{Stack, kube_client, run_script, stack},
-    webhooks::Registrations,
+    webhooks::{Registrations, Webhook},
     worker_rest::WorkerRest,
     workers::Worker,
 };

@@ -3,7 +3,8 @@
 //!     forwarding without closing anything (a silent API server: what hangs a client without a
 //!     read timeout);
 //!   * [`Recorder`], HTTP in front of a Connect worker, which records every write with the time
-//!     it arrived and can keep the answers to them waiting (a slow worker).
+//!     it arrived, its body and the worker's answer, can keep the answers to them waiting (a slow
+//!     worker) and can keep some writes from the worker altogether (a client stuck mid-request).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,6 +130,9 @@ pub struct Write {
     pub at: Instant,
     pub method: String,
     pub path: String,
+    pub body: String,
+    /// The worker's status code; `None` while unanswered, or never sent ([`Recorder::block`]).
+    pub status: Option<u16>,
 }
 
 /// An HTTP proxy on loopback to a Connect worker that records the writes it forwards.
@@ -137,6 +141,7 @@ pub struct Recorder {
     writes: Arc<Mutex<Vec<Write>>>,
     hold: watch::Sender<bool>,
     waiting: Arc<Mutex<usize>>,
+    blocked: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
 }
 
@@ -147,6 +152,7 @@ struct Shared {
     writes: Arc<Mutex<Vec<Write>>>,
     hold: watch::Receiver<bool>,
     waiting: Arc<Mutex<usize>>,
+    blocked: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
@@ -160,16 +166,24 @@ impl Recorder {
             writes: Arc::default(),
             hold: hold_rx,
             waiting: Arc::default(),
+            blocked: Arc::default(),
         };
-        let (writes, waiting) = (shared.writes.clone(), shared.waiting.clone());
+        let (writes, waiting, blocked) = (shared.writes.clone(), shared.waiting.clone(), shared.blocked.clone());
         let stop = serve_until_stopped(listener, axum::Router::new().fallback(forward).with_state(shared));
         Recorder {
             url,
             writes,
             hold,
             waiting,
+            blocked,
             stop,
         }
+    }
+
+    /// While `Some(needle)`, a write whose `METHOD path` contains `needle` is recorded and never
+    /// sent on nor answered: the client waits as for a worker that went silent mid-request.
+    pub fn block(&self, needle: Option<&str>) {
+        *self.blocked.lock().unwrap() = needle.map(str::to_string);
     }
 
     /// Every write so far, in order of arrival.
@@ -214,14 +228,27 @@ async fn forward(
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let write = parts.method != reqwest::Method::GET;
-    if write {
-        shared.writes.lock().unwrap().push(Write {
-            at: Instant::now(),
-            method: parts.method.to_string(),
-            path: path.clone(),
-        });
-    }
+    let at = Instant::now();
     let body = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
+    let mut index = None;
+    if write {
+        let line = format!("{} {path}", parts.method);
+        {
+            let mut writes = shared.writes.lock().unwrap();
+            index = Some(writes.len());
+            writes.push(Write {
+                at,
+                method: parts.method.to_string(),
+                path: path.clone(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+                status: None,
+            });
+        }
+        let blocked = shared.blocked.lock().unwrap().clone();
+        if blocked.is_some_and(|needle| line.contains(&needle)) {
+            return std::future::pending().await;
+        }
+    }
     let mut upstream = shared
         .http
         .request(parts.method, format!("{}{path}", shared.upstream))
@@ -233,6 +260,9 @@ async fn forward(
         Ok(r) => (r.status(), r.bytes().await.unwrap_or_default()),
         Err(e) => (reqwest::StatusCode::BAD_GATEWAY, e.to_string().into()),
     };
+    if let Some(i) = index {
+        shared.writes.lock().unwrap()[i].status = Some(status.as_u16());
+    }
     if write {
         *shared.waiting.lock().unwrap() += 1;
         let _ = shared.hold.clone().wait_for(|h| !*h).await;

@@ -1,6 +1,6 @@
 //! The shipped `webhook/*.yaml` registered for one test: pointed at a local `connect-gate serve`
 //! and scoped to the test's namespaces (webhook configurations are cluster-wide: other tests must
-//! not see them). Deleted again on drop.
+//! not see them). Deleted again on drop. [`Webhook`]: such a `serve`, webhook only, registered.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,7 +8,57 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{TestEnv, eventually, kubectl_in};
+use super::{BIN, Process, TestEnv, eventually, free_port, kubectl_in};
+
+/// `connect-gate serve --no-reconcile` judging the test's namespace against the stack's worker,
+/// with a certificate of its own (`connect-gate certs` in `dir`), registered as the webhooks.
+pub struct Webhook {
+    pub process: Process,
+    pub registrations: Registrations,
+}
+
+impl Webhook {
+    pub async fn start(env: &TestEnv, dir: &Path) -> Webhook {
+        let certs = dir.join("webhook-certs");
+        let status = std::process::Command::new(BIN)
+            .arg("certs")
+            .arg("--out")
+            .arg(&certs)
+            .args(["--ip", "127.0.0.1", "--dns", "localhost"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "connect-gate certs failed");
+        let vars = dir.join("webhook-vars");
+        std::fs::create_dir_all(&vars).unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let args: Vec<String> = [
+            "serve".to_string(),
+            "--no-reconcile".to_string(),
+            format!("--namespace={}", env.namespace),
+            format!("--connect-url={}", env.connect_url),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
+            format!("--tls-cert={}", path(&certs.join("tls.crt"))),
+            format!("--tls-key={}", path(&certs.join("tls.key"))),
+            format!("--vars-dir={}", path(&vars)),
+        ]
+        .into();
+        let process = Process::spawn(&args, &[], dir.join(format!("webhook-{port}.log")));
+        let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
+        eventually("the webhook to be ready", Duration::from_secs(60), || async {
+            match reqwest::get(&readyz).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                other => Err(format!("{other:?}; log:\n{}", process.log_tail())),
+            }
+        })
+        .await;
+        let ca = std::fs::read(certs.join("ca.crt")).unwrap();
+        let registrations = Registrations::register(env, port, &ca, &[&env.namespace]).await;
+        Webhook { process, registrations }
+    }
+}
 
 pub struct Registrations(Vec<String>);
 

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::poll::eventually;
+
+const WAIT: Duration = Duration::from_secs(90);
+
 /// A Kafka Connect REST client (optionally with basic auth).
 #[derive(Clone)]
 pub struct WorkerRest {
@@ -88,5 +92,28 @@ impl WorkerRest {
         let (status, body) = self.get("/connectors").await;
         assert_eq!(status, 200, "GET /connectors: {body}");
         serde_json::from_value(body).expect("connector list")
+    }
+
+    /// The connector's committed offsets (`GET /connectors/{name}/offsets`) once `check` holds
+    /// for them.
+    pub async fn wait_offsets(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        eventually(&format!("offsets of {name}: {what}"), WAIT, || async {
+            match self.get(&format!("/connectors/{name}/offsets")).await {
+                (200, body) if check(&body["offsets"]) => Ok(body["offsets"].clone()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the worker reports the connector in `state`.
+    pub async fn wait_state(&self, name: &str, state: &str) {
+        eventually(&format!("{name} {state}"), WAIT, || async {
+            match self.get(&format!("/connectors/{name}/status")).await {
+                (200, s) if s["connector"]["state"] == state => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
     }
 }
