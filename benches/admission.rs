@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use connect_gate::pipeline::inputs::TemplateInputs;
+use connect_gate::pipeline::judgement::{Pipeline, PluginCheck};
 use connect_gate::pipeline::manifest::{ConnectorConfigMap, parse_yaml};
 use connect_gate::pipeline::plugins::Catalog;
 use connect_gate::pipeline::sandbox::Renderer;
 use connect_gate::pipeline::secrets::Secret;
-use connect_gate::pipeline::verdict::{Pipeline, PluginCheck};
 
 const ITERATIONS: usize = 1000;
 

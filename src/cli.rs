@@ -20,7 +20,8 @@ use crate::pipeline::duplicates::settle;
 use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::sandbox::Renderer;
-use crate::pipeline::verdict::{Desired, DestinationCheck, Pipeline, PluginCheck, Verdict};
+use crate::pipeline::judgement::{DestinationCheck, Pipeline, PluginCheck};
+use crate::pipeline::verdict::{Desired, Verdict};
 use crate::webhook::tls;
 
 /// A usage or I/O error: exit 2.

@@ -18,9 +18,10 @@ use tokio::sync::Notify;
 use crate::connect::registry::{Destinations, Prepared};
 use crate::pipeline::duplicates::{Declaration, settle};
 use crate::pipeline::inputs::LiveInputs;
+use crate::pipeline::judgement::{Pipeline, PluginCheck};
 use crate::pipeline::manifest::{ConnectorConfigMap, Target, declaring};
 use crate::pipeline::plugins::Catalog;
-use crate::pipeline::verdict::{Pipeline, PluginCheck, Verdict};
+use crate::pipeline::verdict::Verdict;
 
 /// A plugin list younger than this is not refetched after a miss, so a flood of requests naming
 /// an unknown class cannot hammer the worker, and a plugin installed a moment ago is still found.

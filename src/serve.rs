@@ -22,7 +22,7 @@ use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::inputs::LiveInputs;
 use crate::pipeline::sandbox::{self, Renderer};
-use crate::pipeline::verdict::Pipeline;
+use crate::pipeline::judgement::Pipeline;
 use crate::reconcile;
 use crate::reconcile::plan::AppliedHash;
 use crate::webhook::tls;

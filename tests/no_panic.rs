@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use connect_gate::pipeline::inputs::TemplateInputs;
+use connect_gate::pipeline::judgement::{Pipeline, PluginCheck};
 use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target, parse_yaml};
 use connect_gate::pipeline::plugins::Catalog;
 use connect_gate::pipeline::sandbox::Renderer;
 use connect_gate::pipeline::secrets::Secret;
-use connect_gate::pipeline::verdict::{Pipeline, PluginCheck, Verdict};
+use connect_gate::pipeline::verdict::Verdict;
 use proptest::prelude::*;
 
 fn pipeline() -> Pipeline {

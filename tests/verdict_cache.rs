@@ -11,9 +11,10 @@ use connect_gate::connect::registry::Destinations;
 use connect_gate::judge::Judge;
 use connect_gate::metrics::Metrics;
 use connect_gate::pipeline::inputs::{InputSources, LiveInputs};
+use connect_gate::pipeline::judgement::Pipeline;
 use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target};
 use connect_gate::pipeline::sandbox::Renderer;
-use connect_gate::pipeline::verdict::{Pipeline, Verdict};
+use connect_gate::pipeline::verdict::Verdict;
 
 fn configmap(name: &str) -> ConnectorConfigMap {
     let template = |n: &str| {

@@ -15,11 +15,12 @@ use super::destinations::{CloudSpec, DestinationsError, DestinationsFile, Kind, 
 use super::plugin_cache::PluginCache;
 use super::{ClientOptions, ConnectClient, ConnectError};
 use crate::metrics::Metrics;
+use crate::pipeline::judgement::{DestinationCheck, PluginCheck};
 use crate::pipeline::manifest::{
     CLOUD_CLUSTER_LABEL, CLOUD_ENVIRONMENT_LABEL, CLOUD_LABEL, ConnectorConfigMap, Target,
 };
 use crate::pipeline::plugins::Catalog;
-use crate::pipeline::verdict::{DestinationCheck, PluginCheck, Verdict};
+use crate::pipeline::verdict::Verdict;
 
 /// One destination: where its connectors are applied and checked.
 #[derive(Debug)]

@@ -19,6 +19,12 @@ FLUX_SOURCE_CRDS="externalartifacts gitrepositories ocirepositories buckets"
 # cert-manager/main.go over the root module github.com/cert-manager/cert-manager. The version is the
 # require line of cert-manager/go.mod; this copy names the cache entry and is checked against it.
 CERT_MANAGER_VERSION="v1.21.2"
+# prometheus + promtool (only with `build --prometheus`): the Go module github.com/prometheus/prometheus,
+# which publishes Prometheus 3.X.Y as v0.3XX.Y. The version is the require line of prometheus/go.mod;
+# this copy names the cache entry and is checked against it. With them, the PodMonitor and
+# PrometheusRule CRDs of the Prometheus Operator's module at PROMETHEUS_OPERATOR_VERSION.
+PROMETHEUS_VERSION="v0.316.0"
+PROMETHEUS_OPERATOR_VERSION="v0.85.0"
 
 # Go builds keep their module and build caches inside the stack cache so that
 # the stack is self-contained (and `rm -rf $CACHE` really resets everything).
@@ -51,6 +57,7 @@ k8s_dir()   { echo "$CACHE/k8s/$K8S_VERSION-$( (go version; cat "$STACK_SRC/k8s/
 etcd_dir()  { echo "$CACHE/etcd/$ETCD_VERSION-$( (go version; cat "$STACK_SRC/etcd/go.mod" "$STACK_SRC/etcd/go.sum") | short_hash)"; }
 flux_dir()  { echo "$CACHE/flux/kustomize-controller-$FLUX_KC_VERSION-$( (go version; echo "$FLUX_SOURCE_CRDS"; cat "$STACK_SRC/kustomize-controller/go.mod" "$STACK_SRC/kustomize-controller/go.sum") | short_hash)"; }
 cert_manager_dir() { echo "$CACHE/cert-manager/$CERT_MANAGER_VERSION-$( (go version; cat "$STACK_SRC/cert-manager/go.mod" "$STACK_SRC/cert-manager/go.sum" "$STACK_SRC/cert-manager/main.go") | short_hash)"; }
+prometheus_dir() { echo "$CACHE/prometheus/$PROMETHEUS_VERSION-$( (go version; echo "$PROMETHEUS_OPERATOR_VERSION"; cat "$STACK_SRC/prometheus/go.mod" "$STACK_SRC/prometheus/go.sum") | short_hash)"; }
 kafka_dir() { echo "$CACHE/kafka/$KAFKA_VERSION-$(short_hash "$STACK_SRC/kafka/pom.xml")"; }
 
 # ---- ports -----------------------------------------------------------------

@@ -39,11 +39,3 @@ fn shown_problems_come_from_the_placeholder_render_or_hold_no_value() {
         "template must produce exactly one object, it produced 5 outputs (with placeholders for the variable and env values; the real message differs and is withheld)"
     );
 }
-
-#[test]
-fn names_connect_cannot_take() {
-    assert!(name_problem("ok-name.1").is_none());
-    for bad in ["a/b", "a\nb", " a", "", "  "] {
-        assert!(name_problem(bad).is_some(), "{bad:?}");
-    }
-}
