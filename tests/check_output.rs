@@ -6,39 +6,13 @@
 mod cli;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use cli::{FIXTURES, Run, Workspace};
+use cli::{FIXTURES, Run, Workspace, run_in};
 use serde_json::Value;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Relative to the repository root, where these tests run the binary: paths are shown as given.
 const ORDERS: &str = "tests/fixtures/annotations/orders.yaml";
-
-/// `connect-gate ARGS` in `dir`, with `envs` added and `stdin` piped in.
-fn run_in(dir: &Path, args: &[String], stdin: Option<&str>, envs: &[(String, String)]) -> Run {
-    use std::io::Write;
-    let mut child = Command::new(cli::BIN)
-        .args(args)
-        .current_dir(dir)
-        .envs(envs.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// `check --output OUTPUT PATH` on the orders fixture, from the repository root.
 fn check_orders(ws: &Workspace, output: &str, path: &str, stdin: Option<&str>) -> Run {
@@ -46,7 +20,7 @@ fn check_orders(ws: &Workspace, output: &str, path: &str, stdin: Option<&str>) -
     args.extend(ws.input_args());
     args.extend(["--plugins".into(), ws.path("plugins.json").display().to_string()]);
     args.extend(["--output".into(), output.into(), path.into()]);
-    let out = run_in(Path::new(REPO), &args, stdin, &[]);
+    let out = run_in(Some(Path::new(REPO)), &args, stdin, &[]);
     out.assert_no_secrets();
     assert_eq!(out.code, 1, "{}", out.all());
     out
@@ -359,14 +333,14 @@ fn the_workflow_example_runs_its_check_lines_as_written() {
         assert!(args.windows(2).any(|w| w == ["--output", "github"]), "{args:?}");
         // The connector fixtures: all accepted.
         let stream = built();
-        let out = run_in(&root, args, piped.then_some(stream.as_str()), &envs);
+        let out = run_in(Some(&root), args, piped.then_some(stream.as_str()), &envs);
         out.assert_no_secrets();
         assert_eq!(out.code, 0, "connect-gate {}:\n{}", args.join(" "), out.all());
         assert_eq!(out.stdout, "5 connectors: 5 accepted, 0 rejected\n");
         // With the orders fixture among them: annotations, at its lines or from stdin.
         let stream = format!("{stream}\n---\n{orders}");
         std::fs::write(root.join("connectors/orders.yaml"), &orders).unwrap();
-        let out = run_in(&root, args, piped.then_some(stream.as_str()), &envs);
+        let out = run_in(Some(&root), args, piped.then_some(stream.as_str()), &envs);
         std::fs::remove_file(root.join("connectors/orders.yaml")).unwrap();
         out.assert_no_secrets();
         assert_eq!(out.code, 1, "connect-gate {}:\n{}", args.join(" "), out.all());
@@ -428,7 +402,7 @@ fn the_pre_commit_hook_runs_on_changed_yaml_files() {
         args
     };
     let good = run_in(
-        &root,
+        Some(&root),
         &args(&[
             "connectors/audit-file-connectors.yaml",
             "connectors/not-connectors.yaml",
@@ -438,7 +412,7 @@ fn the_pre_commit_hook_runs_on_changed_yaml_files() {
     );
     assert_eq!(good.code, 0, "{}", good.all());
     std::fs::copy(Path::new(REPO).join(ORDERS), root.join("connectors/orders.yaml")).unwrap();
-    let bad = run_in(&root, &args(&["connectors/orders.yaml"]), None, &[]);
+    let bad = run_in(Some(&root), &args(&["connectors/orders.yaml"]), None, &[]);
     assert_eq!(bad.code, 1, "{}", bad.all());
     assert!(bad.stdout.contains("REJECTED  broken.json"), "{}", bad.stdout);
 }

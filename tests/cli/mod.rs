@@ -114,8 +114,19 @@ impl Run {
 }
 
 pub fn run(args: &[String], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(BIN)
+    run_in(None, args, stdin, &[])
+}
+
+/// `connect-gate ARGS` in `dir` (this process's working directory when `None`), with `envs`
+/// added and `stdin` piped in.
+pub fn run_in(dir: Option<&Path>, args: &[String], stdin: Option<&str>, envs: &[(String, String)]) -> Run {
+    let mut command = Command::new(BIN);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
