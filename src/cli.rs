@@ -4,6 +4,8 @@
 
 mod annotations;
 mod offsets;
+mod plan;
+mod plan_report;
 mod sarif;
 
 use std::io::{IsTerminal, Write};
@@ -17,10 +19,10 @@ use crate::config::{CertsArgs, Cli, Command, Output, PipelineArgs};
 use crate::connect::ConnectClient;
 use crate::connect::destinations::{DestinationsFile, LOCAL};
 use crate::pipeline::duplicates::settle;
+use crate::pipeline::judgement::{DestinationCheck, Pipeline, PluginCheck};
 use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
 use crate::pipeline::plugins::Catalog;
 use crate::pipeline::sandbox::Renderer;
-use crate::pipeline::judgement::{DestinationCheck, Pipeline, PluginCheck};
 use crate::pipeline::verdict::{Desired, Verdict};
 use crate::webhook::tls;
 
@@ -61,6 +63,7 @@ pub fn main() -> ExitCode {
         }
         Command::Certs(args) => certs(&args),
         Command::Offsets(args) => return offsets::main(&args),
+        Command::Plan(args) => current_thread().block_on(plan::run(&args)),
         Command::Check { inputs, output } => current_thread().block_on(check(inputs, output)),
         Command::Render { inputs, reveal } => current_thread().block_on(render(inputs, reveal)),
     };
@@ -81,9 +84,20 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {
+    Ok(judge_loaded(args).await?.1)
+}
+
+/// The connector ConfigMaps of `args.paths` (read once: `-` is stdin) and their verdicts.
+async fn judge_loaded(args: &PipelineArgs) -> Result<(Vec<ConnectorConfigMap>, Vec<Verdict>), UsageError> {
+    let cms = manifest::load_paths(&args.paths).map_err(|e| UsageError(e.to_string()))?;
+    let verdicts = judge_these(args, &cms).await?;
+    Ok((cms, verdicts))
+}
+
+/// `cms` judged together as `check` judges them, with `args`' inputs and plugin lists.
+async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<Vec<Verdict>, UsageError> {
     let err = |e: &dyn std::fmt::Display| UsageError(e.to_string());
     let inputs = args.template.sources().load().map_err(|e| err(&e))?;
-    let cms = manifest::load_paths(&args.paths).map_err(|e| err(&e))?;
     let destinations = args
         .destinations
         .as_deref()
@@ -118,7 +132,7 @@ async fn judge(args: &PipelineArgs) -> Result<Vec<Verdict>, UsageError> {
     let checks: Vec<DestinationCheck> = offline.iter().map(Offline::check).collect();
     let exe = std::env::current_exe().map_err(|e| err(&e))?;
     let mut verdicts = Pipeline::new(Renderer::new(exe))
-        .judge_each(&cms, &inputs, &checks)
+        .judge_each(cms, &inputs, &checks)
         .await;
     settle(&mut verdicts, &[]);
     Ok(verdicts)

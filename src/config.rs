@@ -36,6 +36,10 @@ pub enum Command {
         #[arg(long)]
         reveal: bool,
     },
+    /// What the reconciler would do if these manifests were merged, read-only: exit 0 with no
+    /// change, 1 if a connector is rejected, 2 on usage or I/O errors, 3 with changes under
+    /// --fail-on-changes.
+    Plan(Box<PlanArgs>),
     /// Run the sidecar: the admission webhook and the reconciler.
     Serve(Box<ServeArgs>),
     /// Write a development CA and serving certificate (ca.crt, tls.crt, tls.key).
@@ -134,6 +138,40 @@ pub fn parse_plugins_arg(s: &str) -> Result<PluginsArg, String> {
 /// Durations are written like `5s`, `1m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 5s, 1m)"))
+}
+
+/// How `plan` prints its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanOutput {
+    Text,
+    Json,
+}
+
+/// `connect-gate plan`: the manifests as `check` takes them, and where to read what runs.
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub inputs: PipelineArgs,
+    #[arg(long, value_enum, default_value_t = PlanOutput::Text)]
+    pub output: PlanOutput,
+    /// Exit 3 when the plan changes anything (default: 0).
+    #[arg(long)]
+    pub fail_on_changes: bool,
+    /// The reconciled namespace (default: the kubeconfig context's).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The Lease holding the ledger, as given to the sidecar.
+    #[arg(long, default_value = "connect-gate-ledger")]
+    pub ledger_name: String,
+    /// Plan as a sidecar run with --prune-unmanaged.
+    #[arg(long)]
+    pub prune_unmanaged: bool,
+    /// Plan as a sidecar run with --auto-restart.
+    #[arg(long)]
+    pub auto_restart: bool,
+    /// The sidecar's --hash-key-file, so that connect-gate.io/applied hashes compare.
+    #[arg(long)]
+    pub hash_key_file: Option<PathBuf>,
 }
 
 /// `connect-gate serve`: the sidecar.

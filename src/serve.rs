@@ -21,8 +21,8 @@ use crate::connect::registry::Destinations;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::inputs::LiveInputs;
-use crate::pipeline::sandbox::{self, Renderer};
 use crate::pipeline::judgement::Pipeline;
+use crate::pipeline::sandbox::{self, Renderer};
 use crate::reconcile;
 use crate::reconcile::plan::AppliedHash;
 use crate::webhook::tls;
@@ -248,7 +248,7 @@ async fn reconciled_namespace(flag: Option<String>) -> anyhow::Result<String> {
 }
 
 /// How `connect-gate.io/applied` is hashed: keyed by `--hash-key-file` when given.
-fn applied_hash(key_file: Option<&Path>) -> anyhow::Result<AppliedHash> {
+pub(crate) fn applied_hash(key_file: Option<&Path>) -> anyhow::Result<AppliedHash> {
     let Some(path) = key_file else {
         tracing::info!("no --hash-key-file: connect-gate.io/applied leaves out values containing template inputs");
         return Ok(AppliedHash::NonSecret);

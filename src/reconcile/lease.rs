@@ -79,6 +79,14 @@ impl Leadership {
         Self { valid_until }
     }
 
+    /// A handle that never leads, for read-only use (`connect-gate plan` reads workers through
+    /// the reconciler's [`crate::reconcile::worker::Worker`]): every write is refused as
+    /// [`Deposed`] before it is sent.
+    pub fn never() -> Self {
+        let (_, valid_until) = watch::channel(None);
+        Self { valid_until }
+    }
+
     /// Called just before every write: Ok only while the deadline has not passed.
     pub fn check(&self) -> Result<(), Deposed> {
         valid_at(*self.valid_until.borrow(), Instant::now())
@@ -315,6 +323,11 @@ fn random_suffix() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_handle_refuses_every_write() {
+        assert!(Leadership::never().check().is_err());
+    }
 
     fn config(duration: Duration) -> LeaseConfig {
         LeaseConfig {

@@ -10,6 +10,7 @@
 
 pub mod day2;
 pub mod fanout;
+pub mod input;
 pub mod lease;
 pub mod ledger;
 pub mod live;

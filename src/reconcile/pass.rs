@@ -9,11 +9,12 @@ use kube::Resource;
 use tokio::time::Instant;
 
 use super::day2::{self, OffsetsChange, OffsetsRecord, Phase, Record, RestartRecord};
-use super::fanout::{Placed, as_applied, hold, homes, merge, project, touched};
-use super::ledger::{Ledger, Ledgers};
+use super::fanout::{Placed, hold, homes, merge, touched};
+use super::input::{cm_input, interest, plan_destination};
+use super::ledger::Ledger;
 use super::live::{Live, LiveState};
-use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, Declared, PlanMemory, PlanOptions};
-use super::status::{self, Facts, Note, Places, json_annotation};
+use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, PlanMemory, PlanOptions};
+use super::status::{self, Facts, Note, Places};
 use super::watch::ours;
 use super::worker::{ActionError, Worker};
 use super::{ReconcileError, Reconciler, Rejection, Restarts};
@@ -21,10 +22,9 @@ use crate::connect::destinations::LOCAL;
 use crate::connect::registry::Destination;
 use crate::metrics::{ConnectorLabels, ConnectorSeries, ConnectorStateLabels, OperationLabels, StateLabels};
 use crate::pipeline::manifest::{
-    ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, FINALIZER, Target, declaring,
-    is_connector_configmap,
+    ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, FINALIZER, Target, declaring, is_connector_configmap,
 };
-use crate::pipeline::verdict::{Desired, Verdict};
+use crate::pipeline::verdict::Verdict;
 
 /// One ConfigMap during a pass.
 struct CmState {
@@ -149,10 +149,9 @@ impl Reconciler {
         }
 
         let now = Instant::now();
-        let options = |d: &Destination| PlanOptions {
-            // Others may run connectors of their own on a shared cluster.
-            prune_unmanaged: self.args.prune_unmanaged && d.id == LOCAL,
-            auto_restart: self.args.auto_restart && !d.kind.is_cloud(),
+        let flags = PlanOptions {
+            prune_unmanaged: self.args.prune_unmanaged,
+            auto_restart: self.args.auto_restart,
         };
         let held: Vec<bool> = placed
             .iter()
@@ -172,10 +171,6 @@ impl Reconciler {
         let mut recorded = ledgers.clone();
         for (id, live) in live_by.iter_mut() {
             let (d, _) = &workers[id];
-            let inputs = project(&active, &ledgers, id);
-            if d.kind.is_cloud() {
-                as_applied(&inputs, live, &self.applied_hash);
-            }
             let memory = PlanMemory {
                 worker_rejected: self.memory.rejections_waiting(now),
                 restart_ready: live
@@ -194,7 +189,7 @@ impl Reconciler {
                 },
             };
             let ledger = ledgers.get(id);
-            let plan = plan::plan(&inputs, live, &ledger, &memory, options(d), &self.applied_hash);
+            let (_, plan) = plan_destination(&active, &ledgers, d, live, &memory, flags, &self.applied_hash);
             let declared = plan.cms.iter().flat_map(|p| p.desired.keys());
             recorded.set(id, ledger.before_acting(live, declared, &plan.record));
             actions.extend(plan.actions.into_iter().map(|a| (id.clone(), a)));
@@ -685,30 +680,6 @@ async fn execute(
         .collect()
 }
 
-/// The names a ConfigMap placed as `p` asks destination `id` about when the bulk listing leaves
-/// them out: those it declares to run there, and those it manages that are there. A name it
-/// declares absent is asked about only when a ledger holds it (the caller adds those): one that
-/// someone else created a moment ago is seen by the next pass, and a converged namespace with
-/// many disabled ConfigMaps costs no call for each.
-fn interest<'a>(p: &'a Placed, ledgers: &'a Ledgers, id: &'a str) -> impl Iterator<Item = String> + 'a {
-    let declared = p
-        .input
-        .keys
-        .iter()
-        .filter(move |_| p.target == id)
-        .filter_map(|d| match &d.decl {
-            Decl::Apply(c) => Some(c.name.clone()),
-            Decl::Absent(_) | Decl::Rejected(_) => None,
-        });
-    let managed = p
-        .input
-        .managed
-        .keys()
-        .filter(move |n| homes(ledgers, n, &p.target).contains(&id))
-        .cloned();
-    declared.chain(managed)
-}
-
 /// How notes name a destination other than the local worker.
 fn at(destination: &str) -> String {
     if destination == LOCAL {
@@ -731,17 +702,14 @@ fn cm_state(
         by_cm.remove(&name).unwrap_or_default()
     };
     let annotations = object.metadata.annotations.clone().unwrap_or_default();
-    let input = CmInput {
+    let input = cm_input(
         name,
         // An unlabelled ConfigMap still holding the finalizer declares nothing any more.
-        deleting: object.metadata.deletion_timestamp.is_some()
-            || !is_connector_configmap(object.metadata.labels.as_ref()),
-        has_finalizer: object.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER),
-        keys: verdicts.iter().map(declared).collect(),
-        managed: json_annotation(&annotations, ANNOTATION_CONNECTORS),
-        applied: json_annotation(&annotations, ANNOTATION_APPLIED),
-        operations: day2::decode(annotations.get(ANNOTATION_OPERATIONS)),
-    };
+        object.metadata.deletion_timestamp.is_some() || !is_connector_configmap(object.metadata.labels.as_ref()),
+        object.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER),
+        &annotations,
+        &verdicts,
+    );
     CmState {
         applied: BTreeMap::new(),
         operations: BTreeMap::new(),
@@ -755,26 +723,6 @@ fn cm_state(
         failed_deletes: BTreeSet::new(),
         written: BTreeSet::new(),
         blocked: false,
-    }
-}
-
-/// A verdict as the planner sees it.
-fn declared(v: &Verdict) -> Declared {
-    let decl = if !v.accepted() {
-        match (v.desired, &v.name) {
-            (Desired::Absent, None) => Decl::Absent(None),
-            _ => Decl::Rejected(v.name.clone()),
-        }
-    } else {
-        match (v.desired, &v.connector) {
-            (Desired::Present, Some(c)) => Decl::Apply(c.clone()),
-            (Desired::Present, None) => Decl::Rejected(v.name.clone()),
-            (Desired::Absent, _) => Decl::Absent(v.name.clone()),
-        }
-    };
-    Declared {
-        key: v.key.clone(),
-        decl,
     }
 }
 
