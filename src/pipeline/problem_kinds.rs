@@ -1,10 +1,10 @@
 //! What each rejection is apart from its text: the rule an annotation names (`check --output
 //! github|sarif`), the template position it points at, and what it is without the values its
 //! text may quote. Verdicts keep problems as texts built from the placeholder render; this is what
-//! they keep beside them, so annotations can point at a line without parsing those texts.
+//! they keep beside them, so annotations can point at a line without parsing those texts
+//! (`Problem::kind` in `verdict.rs` maps each problem to its kind).
 
 use super::evaluation::Pos;
-use super::verdict::Problem;
 
 /// A kind of finding, as annotations name it: one per kind of rejection, and one for warnings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,85 +124,6 @@ pub struct ProblemKind {
     pub pos: Option<Pos>,
 }
 
-impl Problem {
-    pub fn kind(&self) -> ProblemKind {
-        let at = |rule, pos: &Pos| ProblemKind {
-            rule,
-            pos: Some(pos.clone()),
-        };
-        let rule = match self {
-            Problem::Syntax { pos, .. } => return at(Rule::TemplateSyntax, pos),
-            Problem::UndefinedVar { pos, .. } | Problem::UnusableVar { pos, .. } => {
-                return at(Rule::UndefinedVariable, pos);
-            }
-            Problem::UndefinedFilter { pos, .. } => return at(Rule::UndefinedFilter, pos),
-            // The placeholder render's problem is what is shown, at its position.
-            Problem::Differs(shown) => return shown.kind(),
-            Problem::EnvUnset { .. } | Problem::EnvHidden { .. } => Rule::EnvUnavailable,
-            Problem::Runtime(_) => Rule::TemplateFailed,
-            Problem::OutputCount(_) | Problem::TooLarge => Rule::TemplateOutput,
-            Problem::Sandbox(_) => Rule::TemplateLimits,
-            Problem::EmptyTemplate => Rule::EmptyValue,
-            Problem::BinaryData => Rule::BinaryData,
-            Problem::NameFromInputs => Rule::NameFromInputs,
-            Problem::NotObject(_) | Problem::UnknownKey(_) | Problem::MissingConfig => Rule::ConnectorShape,
-            Problem::MissingName
-            | Problem::NameNotString(_)
-            | Problem::EmptyName
-            | Problem::InvalidName { .. }
-            | Problem::NameMismatch { .. } => Rule::ConnectorName,
-            Problem::MissingClass => Rule::MissingClass,
-            Problem::BadValue { .. } => Rule::ConfigValue,
-            Problem::BadState | Problem::StopUnsupported(_) => Rule::State,
-            Problem::Duplicate { .. } => Rule::Duplicate,
-            Problem::UnknownClass { .. } => Rule::UnknownClass,
-            Problem::Withheld(_) => Rule::Withheld,
-            Problem::Destination(_) => Rule::Destination,
-            Problem::Operation(_) => Rule::Operation,
-        };
-        ProblemKind { rule, pos: None }
-    }
-
-    /// What the problem is, without the values its text quotes; `None` when its text holds no
-    /// value (it comes from the template's code, names and types only).
-    pub(super) fn without_values(&self) -> Option<&'static str> {
-        Some(match self {
-            Problem::Runtime(_) => "the template fails",
-            Problem::OutputCount(_) => "the template does not produce exactly one output",
-            Problem::UnknownKey(_) => "the template produces an unexpected top-level key",
-            Problem::InvalidName { .. } => "the connector name cannot be used by Connect",
-            Problem::NameMismatch { .. } => "config.name differs from name",
-            Problem::BadValue { .. } => "a config value is null, an array or an object",
-            Problem::UnknownClass { .. } => "connector.class is not installed on the worker",
-            Problem::Duplicate { .. } => "the connector name is declared more than once",
-            Problem::Operation(_) => "`restart` or `offsets` cannot be used as declared",
-            // Env problems name their keys from the placeholder render already.
-            Problem::EnvUnset { .. }
-            | Problem::EnvHidden { .. }
-            | Problem::Syntax { .. }
-            | Problem::UndefinedVar { .. }
-            | Problem::UnusableVar { .. }
-            | Problem::UndefinedFilter { .. }
-            | Problem::TooLarge
-            | Problem::Sandbox(_)
-            | Problem::EmptyTemplate
-            | Problem::BinaryData
-            | Problem::NameFromInputs
-            | Problem::NotObject(_)
-            | Problem::MissingName
-            | Problem::NameNotString(_)
-            | Problem::EmptyName
-            | Problem::MissingClass
-            | Problem::MissingConfig
-            | Problem::BadState
-            | Problem::Withheld(_)
-            | Problem::Destination(_)
-            | Problem::StopUnsupported(_)
-            | Problem::Differs(_) => return None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,30 +132,5 @@ mod tests {
     fn rule_ids_are_distinct_and_all_listed() {
         let ids: std::collections::BTreeSet<&str> = Rule::ALL.iter().map(|r| r.id()).collect();
         assert_eq!(ids.len(), Rule::ALL.len());
-    }
-
-    #[test]
-    fn template_errors_keep_their_position_through_differs() {
-        let pos = Pos { line: 2, column: 7 };
-        let syntax = Problem::Syntax {
-            expected: "term".into(),
-            found: "}".into(),
-            pos: pos.clone(),
-        };
-        assert_eq!(
-            syntax.kind(),
-            ProblemKind {
-                rule: Rule::TemplateSyntax,
-                pos: Some(pos.clone())
-            }
-        );
-        assert_eq!(Problem::Differs(Box::new(syntax)).kind().pos, Some(pos));
-        assert_eq!(
-            Problem::MissingClass.kind(),
-            ProblemKind {
-                rule: Rule::MissingClass,
-                pos: None
-            }
-        );
     }
 }
