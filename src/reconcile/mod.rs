@@ -168,6 +168,9 @@ struct Memory {
     /// Failed offsets operations, retried with the same backoff as restarts.
     offsets_retry: BTreeMap<String, Restarts>,
     reported_states: BTreeSet<String>,
+    /// The operations records this leader left on each ConfigMap, by ConfigMap: newer than the
+    /// watch's copy until it catches up.
+    operations: BTreeMap<String, BTreeMap<String, day2::Record>>,
     /// The per-connector series last exported.
     reported_series: ConnectorSeries,
     unsettled: u32,

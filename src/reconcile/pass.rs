@@ -81,6 +81,16 @@ impl Reconciler {
             .zip(targets)
             .map(|(o, target)| cm_state(o, target, &mut by_cm))
             .collect();
+        // The watch may not have brought this leader's last write of the operations records yet:
+        // what it did is remembered, so a restart token never acts twice.
+        self.memory
+            .operations
+            .retain(|name, _| cms.iter().any(|cm| cm.input.name == *name));
+        for cm in cms.iter_mut() {
+            if let Some(done) = self.memory.operations.get(&cm.input.name) {
+                cm.input.operations = done.clone();
+            }
+        }
 
         // Secret values per connector, to mask whatever the worker says about it.
         let secrets: BTreeMap<String, Vec<String>> = cms
@@ -371,6 +381,12 @@ impl Reconciler {
                     }
                 }
             }
+        }
+
+        for cm in cms.iter().filter(|cm| plans.contains_key(&cm.input.name)) {
+            self.memory
+                .operations
+                .insert(cm.input.name.clone(), cm.operations.clone());
         }
 
         // What was deleted is no longer ours. Should this write fail, the next pass drops those
