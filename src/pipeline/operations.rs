@@ -211,28 +211,36 @@ pub fn check_destination(
             })
             .collect();
     }
-    let running = worker_version.and_then(|v| Some((v, kafka_version(v)?)));
-    if let (Some(_), Some((v, version))) = (restart, running)
-        && version < (3, 0)
-    {
-        problems.push(OperationProblem::WorkerTooOld {
-            field: "restart",
-            needed: "3.0",
-            why: "restarting a connector with its tasks, KIP-745",
-            running: v.to_string(),
-        });
+    // What each operation needs of the worker: (declared, field, version, shown, why).
+    let needs = [
+        (
+            restart.is_some(),
+            "restart",
+            (3, 0),
+            "3.0",
+            "restarting a connector with its tasks, KIP-745",
+        ),
+        (
+            offsets.is_some(),
+            "offsets",
+            (3, 7),
+            "3.7",
+            "the offsets API, KIP-875, and creating a connector stopped, KIP-980",
+        ),
+    ];
+    if let Some((running, version)) = worker_version.and_then(|v| Some((v, kafka_version(v)?))) {
+        for (declared, field, least, needed, why) in needs {
+            if declared && version < least {
+                problems.push(OperationProblem::WorkerTooOld {
+                    field,
+                    needed,
+                    why,
+                    running: running.to_string(),
+                });
+            }
+        }
     }
     let Some(offsets) = offsets else { return problems };
-    if let Some((v, version)) = running
-        && version < (3, 7)
-    {
-        problems.push(OperationProblem::WorkerTooOld {
-            field: "offsets",
-            needed: "3.7",
-            why: "the offsets API, KIP-875, and creating a connector stopped, KIP-980",
-            running: v.to_string(),
-        });
-    }
     if plugin.is_some_and(|p| p.kind == "sink") {
         for (index, e) in offsets.set.iter().flatten().enumerate() {
             if !sink_entry(e) {
