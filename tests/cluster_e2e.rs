@@ -250,9 +250,10 @@ async fn wait_running(worker: &WorkerRest, name: &str) {
         &format!("connector {name} RUNNING on the worker in the pod"),
         WAIT,
         || async {
+            // Through the Service: a pod going away may take a request before it leaves it.
             let (code, body) = worker
-                .request(reqwest::Method::GET, &format!("connectors/{name}/status"), None)
-                .await;
+                .try_request(reqwest::Method::GET, &format!("connectors/{name}/status"), None)
+                .await?;
             let tasks = body["tasks"]
                 .as_array()
                 .map(|t| t.iter().all(|t| t["state"] == "RUNNING") && !t.is_empty());
@@ -269,8 +270,8 @@ async fn wait_running(worker: &WorkerRest, name: &str) {
 async fn wait_config(worker: &WorkerRest, name: &str, key: &str, value: &str) {
     eventually(&format!("{name}'s {key} = {value} on the worker"), WAIT, || async {
         let (code, body) = worker
-            .request(reqwest::Method::GET, &format!("connectors/{name}/config"), None)
-            .await;
+            .try_request(reqwest::Method::GET, &format!("connectors/{name}/config"), None)
+            .await?;
         if code == 200 && body[key] == value {
             Ok(())
         } else {

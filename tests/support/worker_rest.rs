@@ -39,6 +39,19 @@ impl WorkerRest {
     /// Sends a request; returns the status code and the body as JSON
     /// (`Value::String` if it is not JSON, `Value::Null` if empty).
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.try_request(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`request`](Self::request), with a request that got no answer (a worker going away
+    /// behind a Service) an error rather than a panic.
+    pub async fn try_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
         let url = format!("{}/{}", self.url, path.trim_start_matches('/'));
         let mut req = self
             .http
@@ -50,18 +63,18 @@ impl WorkerRest {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req.send().await.map_err(|e| format!("{method} {url}: {e}"))?;
         let status = resp.status().as_u16();
         let text = resp
             .text()
             .await
-            .unwrap_or_else(|e| panic!("{method} {url}: reading body: {e}"));
+            .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
         let value = if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        (status, value)
+        Ok((status, value))
     }
 
     /// A GET, retried while the worker answers that a rebalance is under way (409, or 500
