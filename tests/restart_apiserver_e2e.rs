@@ -1,6 +1,8 @@
 //! The API server and etcd restart while the reconciler runs and a change is in flight. Alone in
 //! its test binary on purpose: the stack's control plane goes away for every client meanwhile,
-//! and cargo runs test binaries one after another, so no other test is running then.
+//! and cargo runs test binaries one after another, so no other test is running then. Named so it
+//! runs after `cluster_e2e` (cargo runs them in name order): that suite schedules pods, and once a
+//! pod created right after this restart stayed unscheduled for its whole 10 min wait.
 
 mod support;
 
