@@ -142,6 +142,11 @@ impl Pipeline {
         if verdict.name.is_some() && verdict.name != verdict.shown_name {
             problems.push(Problem::NameFromInputs);
         }
+        if let Some(real) = &verdict.connector {
+            let shown = verdict.shown.as_ref().map(|s| (s.restart.as_ref(), s.offsets.as_ref()));
+            let tokens = operations::tokens_from_inputs((real.restart.as_ref(), real.offsets.as_ref()), shown);
+            problems.extend(tokens.into_iter().map(Problem::from));
+        }
         if let (Some(c), Some(destination)) = (&verdict.connector, check.cloud) {
             if c.state == Some(State::Stopped) {
                 problems.push(Problem::StopUnsupported(destination.to_string()));

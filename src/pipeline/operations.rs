@@ -66,6 +66,10 @@ pub enum OperationProblem {
         running: String,
     },
     #[error(
+        "the `{field}` token depends on variable or env values; a token is shown in status and Events, so write it out in the template"
+    )]
+    TokenFromInputs { field: &'static str },
+    #[error(
         "`{field}` cannot be declared for destination {destination}: it is Confluent Cloud, and connect-gate drives restarts and offsets only through the Kafka Connect REST API"
     )]
     Unsupported { field: &'static str, destination: String },
@@ -187,6 +191,25 @@ fn valid_token(field: &'static str, token: &str, problems: &mut Vec<OperationPro
         token: token.chars().take(TOKEN_MAX + 1).collect(),
     });
     None
+}
+
+/// The tokens of the real render that the placeholder render (`shown`, `None` when it yields no
+/// connector) does not repeat: they depend on variable or env values, and a token is shown.
+pub fn tokens_from_inputs(
+    real: (Option<&Restart>, Option<&Offsets>),
+    shown: Option<(Option<&Restart>, Option<&Offsets>)>,
+) -> Vec<OperationProblem> {
+    let restart = |r: Option<&Restart>| r.map(|r| r.token.clone());
+    let offsets = |o: Option<&Offsets>| o.map(|o| o.token.clone());
+    let pairs = [
+        ("restart", restart(real.0), shown.map(|s| restart(s.0))),
+        ("offsets", offsets(real.1), shown.map(|s| offsets(s.1))),
+    ];
+    pairs
+        .into_iter()
+        .filter(|(_, real, shown)| real.is_some() && shown.as_ref() != Some(real))
+        .map(|(field, _, _)| OperationProblem::TokenFromInputs { field })
+        .collect()
 }
 
 /// What the destination must be able to do for the declared operations: `plugin` is the
@@ -411,6 +434,25 @@ mod tests {
             ..sink()
         };
         assert!(check_destination(None, Some(&bad), Some(&source), None, None).is_empty());
+    }
+
+    #[test]
+    fn a_token_that_depends_on_inputs_is_denied_without_its_value() {
+        let restart = |token: &str| Restart {
+            token: token.into(),
+            only_failed: false,
+        };
+        let reset = offsets_of(json!({"token": "o1", "reset": true}));
+        let (real, shown) = (restart("s3cret"), restart("PLACEHOLDER"));
+        let found = tokens_from_inputs((Some(&real), Some(&reset)), Some((Some(&shown), Some(&reset))));
+        assert_eq!(
+            found.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "the `restart` token depends on variable or env values; a token is shown in status and Events, so write it out in the template"
+            ]
+        );
+        assert!(tokens_from_inputs((Some(&real), None), Some((Some(&real), None))).is_empty());
+        assert_eq!(tokens_from_inputs((None, Some(&reset)), None).len(), 1);
     }
 
     #[test]
