@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use connect_gate::pipeline::inputs::TemplateInputs;
+use connect_gate::pipeline::check::plugins::Catalog;
 use connect_gate::pipeline::judgement::{Pipeline, PluginCheck};
-use connect_gate::pipeline::manifest::{ConnectorConfigMap, parse_yaml};
-use connect_gate::pipeline::plugins::Catalog;
-use connect_gate::pipeline::sandbox::Renderer;
-use connect_gate::pipeline::secrets::Secret;
+use connect_gate::pipeline::parse::manifest::{ConnectorConfigMap, parse_yaml};
+use connect_gate::pipeline::render::inputs::TemplateInputs;
+use connect_gate::pipeline::render::sandbox::Renderer;
+use connect_gate::pipeline::render::secrets::Secret;
 
 const ITERATIONS: usize = 1000;
 

@@ -7,6 +7,7 @@ mod offsets;
 mod plan;
 mod plan_report;
 mod sarif;
+mod source_map;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -18,12 +19,12 @@ use std::collections::BTreeMap;
 use crate::config::{CertsArgs, Cli, Command, Output, PipelineArgs};
 use crate::connect::ConnectClient;
 use crate::connect::destinations::{DestinationsFile, LOCAL};
-use crate::pipeline::duplicates::settle;
+use crate::pipeline::check::duplicates::settle;
+use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::verdict::{Desired, Verdict};
 use crate::pipeline::judgement::{DestinationCheck, Pipeline, PluginCheck};
-use crate::pipeline::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
-use crate::pipeline::plugins::Catalog;
-use crate::pipeline::sandbox::Renderer;
-use crate::pipeline::verdict::{Desired, Verdict};
+use crate::pipeline::parse::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
+use crate::pipeline::render::sandbox::Renderer;
 use crate::webhook::tls;
 
 /// A usage or I/O error: exit 2.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::pipeline::inputs::InputSources;
+use crate::pipeline::render::inputs::InputSources;
 
 #[derive(Parser)]
 #[command(

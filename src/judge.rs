@@ -16,12 +16,12 @@ use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 
 use crate::connect::registry::{Destinations, Prepared};
-use crate::pipeline::duplicates::{Declaration, settle};
-use crate::pipeline::inputs::LiveInputs;
+use crate::pipeline::check::duplicates::{Declaration, settle};
+use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::verdict::Verdict;
 use crate::pipeline::judgement::{Pipeline, PluginCheck};
-use crate::pipeline::manifest::{ConnectorConfigMap, Target, declaring};
-use crate::pipeline::plugins::Catalog;
-use crate::pipeline::verdict::Verdict;
+use crate::pipeline::parse::manifest::{ConnectorConfigMap, Target, declaring};
+use crate::pipeline::render::inputs::LiveInputs;
 
 /// A plugin list younger than this is not refetched after a miss, so a flood of requests naming
 /// an unknown class cannot hammer the worker, and a plugin installed a moment ago is still found.
@@ -406,7 +406,7 @@ impl NameIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::manifest::Origin;
+    use crate::pipeline::parse::manifest::Origin;
 
     fn declared(cm: &str, key: &str, name: &str) -> Declaration {
         Declaration {

@@ -46,7 +46,7 @@ fn fixture_templates() -> Vec<String> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for cm in connect_gate::pipeline::manifest::parse_yaml(&text, &path).unwrap() {
+        for cm in connect_gate::pipeline::parse::manifest::parse_yaml(&text, &path).unwrap() {
             templates.extend(cm.data.into_values());
         }
     }

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use cli::Workspace;
-use connect_gate::pipeline::inputs::{InputSources, TemplateInputs};
+use connect_gate::pipeline::check::plugins::Catalog;
+use connect_gate::pipeline::check::verdict::Verdict;
 use connect_gate::pipeline::judgement::{Pipeline, PluginCheck};
-use connect_gate::pipeline::manifest::parse_yaml;
-use connect_gate::pipeline::plugins::Catalog;
-use connect_gate::pipeline::sandbox::Renderer;
-use connect_gate::pipeline::verdict::Verdict;
+use connect_gate::pipeline::parse::manifest::parse_yaml;
+use connect_gate::pipeline::render::inputs::{InputSources, TemplateInputs};
+use connect_gate::pipeline::render::sandbox::Renderer;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
@@ -299,7 +299,7 @@ fn verdicts_hold_no_form_of_the_secret_and_mask_it_in_worker_messages() {
             {
                 let form = (probe.form)(SECRET);
                 let masked =
-                    connect_gate::pipeline::secrets::mask(&format!("Invalid value {form}"), &connector.secrets);
+                    connect_gate::pipeline::render::secrets::mask(&format!("Invalid value {form}"), &connector.secrets);
                 assert_no_leak(&format!("{what}: a worker message"), &masked);
             }
         }

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use connect_gate::pipeline::inputs::TemplateInputs;
+use connect_gate::pipeline::check::plugins::Catalog;
+use connect_gate::pipeline::check::verdict::Verdict;
 use connect_gate::pipeline::judgement::{Pipeline, PluginCheck};
-use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target, parse_yaml};
-use connect_gate::pipeline::plugins::Catalog;
-use connect_gate::pipeline::sandbox::Renderer;
-use connect_gate::pipeline::secrets::Secret;
-use connect_gate::pipeline::verdict::Verdict;
+use connect_gate::pipeline::parse::manifest::{ConnectorConfigMap, Origin, Target, parse_yaml};
+use connect_gate::pipeline::render::inputs::TemplateInputs;
+use connect_gate::pipeline::render::sandbox::Renderer;
+use connect_gate::pipeline::render::secrets::Secret;
 use proptest::prelude::*;
 
 fn pipeline() -> Pipeline {
@@ -57,7 +57,7 @@ fn definite(verdicts: &[Verdict]) -> Result<(), TestCaseError> {
     for v in verdicts {
         // Accepted and enabled means there is a connector to apply; rejected means a reason.
         let ok = if v.accepted() {
-            v.connector.is_some() || v.desired == connect_gate::pipeline::verdict::Desired::Absent
+            v.connector.is_some() || v.desired == connect_gate::pipeline::check::verdict::Desired::Absent
         } else {
             !v.problems.is_empty()
         };
@@ -105,13 +105,13 @@ proptest! {
 
     #[test]
     fn properties_parser_never_panics(text in any::<String>()) {
-        let _ = connect_gate::pipeline::properties::parse(&text);
+        let _ = connect_gate::pipeline::parse::properties::parse(&text);
     }
 
     #[test]
     fn properties_round_trip(entries in prop::collection::btree_map("[a-z][a-z0-9.\\-]{0,10}", "[!-~][ -~]{0,20}", 0..6)) {
         let text: String = entries.iter().map(|(k, v)| format!("{k}={}\n", v.replace('\\', "\\\\"))).collect();
-        let parsed: BTreeMap<String, String> = connect_gate::pipeline::properties::parse(&text).into_iter().collect();
+        let parsed: BTreeMap<String, String> = connect_gate::pipeline::parse::properties::parse(&text).into_iter().collect();
         prop_assert_eq!(parsed, entries);
     }
 

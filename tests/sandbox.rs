@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use connect_gate::pipeline::evaluation::{Bindings, Outcome, Request};
-use connect_gate::pipeline::sandbox::Renderer;
-use connect_gate::pipeline::sandbox::{Limits, PARENT_RESERVE};
+use connect_gate::pipeline::render::evaluation::{Bindings, Outcome, Request};
+use connect_gate::pipeline::render::sandbox::Renderer;
+use connect_gate::pipeline::render::sandbox::{Limits, PARENT_RESERVE};
 
 const MIB: u64 = 1 << 20;
 

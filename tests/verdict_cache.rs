@@ -10,11 +10,11 @@ use connect_gate::connect::destinations::DestinationsFile;
 use connect_gate::connect::registry::Destinations;
 use connect_gate::judge::Judge;
 use connect_gate::metrics::Metrics;
-use connect_gate::pipeline::inputs::{InputSources, LiveInputs};
+use connect_gate::pipeline::check::verdict::Verdict;
 use connect_gate::pipeline::judgement::Pipeline;
-use connect_gate::pipeline::manifest::{ConnectorConfigMap, Origin, Target};
-use connect_gate::pipeline::sandbox::Renderer;
-use connect_gate::pipeline::verdict::Verdict;
+use connect_gate::pipeline::parse::manifest::{ConnectorConfigMap, Origin, Target};
+use connect_gate::pipeline::render::inputs::{InputSources, LiveInputs};
+use connect_gate::pipeline::render::sandbox::Renderer;
 
 fn configmap(name: &str) -> ConnectorConfigMap {
     let template = |n: &str| {

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::pipeline::manifest::STDIN;
-use crate::pipeline::problem_kinds::{ProblemKind, Rule};
-use crate::pipeline::source_map::{FilePos, SourceMap};
-use crate::pipeline::verdict::Verdict;
+use crate::cli::source_map::{FilePos, SourceMap};
+use crate::pipeline::check::problem_kinds::{ProblemKind, Rule};
+use crate::pipeline::check::verdict::Verdict;
+use crate::pipeline::parse::manifest::STDIN;
 
 /// Said of every finding from standard input, which has no file to point into.
 pub const NO_FILE_POSITION: &str = "(from stdin: no file position)";
@@ -48,7 +48,7 @@ pub fn findings(verdicts: &[Verdict], cwd: &Path) -> Vec<Finding> {
                 .as_ref()
         });
         let site = map.and_then(|m| m.site(v.origin.namespace.as_deref(), &v.origin.name, &v.key));
-        let place = |pos: Option<&crate::pipeline::evaluation::Pos>| match file {
+        let place = |pos: Option<&crate::pipeline::render::evaluation::Pos>| match file {
             Some(f) => Place::File {
                 path: relative(f, cwd),
                 pos: site.map(|s| s.locate(pos)),

@@ -12,8 +12,8 @@ use crate::config::OffsetsArgs;
 use crate::connect::destinations::{DestinationsError, DestinationsFile, LOCAL};
 use crate::connect::offsets::{ConnectorOffsets, OffsetsError, PartitionOffset};
 use crate::connect::{ClientOptions, ConnectClient, ConnectError};
-use crate::pipeline::manifest::CLOUD_LABEL;
-use crate::pipeline::operations::is_token;
+use crate::pipeline::check::operations::is_token;
+use crate::pipeline::parse::manifest::CLOUD_LABEL;
 
 #[derive(Debug, thiserror::Error)]
 enum CommandError {

@@ -24,8 +24,8 @@ use crate::connect::ConnectClient;
 use crate::connect::destinations::{DestinationsFile, LOCAL};
 use crate::connect::registry::{Destination, Destinations};
 use crate::metrics::Metrics;
-use crate::pipeline::manifest::{FINALIZER, Target, declaring};
-use crate::pipeline::verdict::{Connector, Verdict};
+use crate::pipeline::check::verdict::{Connector, Verdict};
+use crate::pipeline::parse::manifest::{FINALIZER, Target, declaring};
 use crate::reconcile::fanout::{self, Placed};
 use crate::reconcile::input::{cm_input, interest, plan_destination};
 use crate::reconcile::lease::Leadership;
@@ -185,8 +185,8 @@ pub async fn run(args: &PlanArgs) -> Result<ExitCode, UsageError> {
 }
 
 fn manifests_by_name(
-    manifests: &[crate::pipeline::manifest::ConnectorConfigMap],
-) -> BTreeMap<String, &crate::pipeline::manifest::ConnectorConfigMap> {
+    manifests: &[crate::pipeline::parse::manifest::ConnectorConfigMap],
+) -> BTreeMap<String, &crate::pipeline::parse::manifest::ConnectorConfigMap> {
     manifests.iter().map(|m| (m.origin.name.clone(), m)).collect()
 }
 
@@ -195,7 +195,7 @@ fn manifests_by_name(
 /// the namespace's connector ConfigMaps the manifests no longer hold as deleted (Flux prunes
 /// them). `None`: its destination cannot be resolved, so a pass holds it.
 fn place(
-    manifests: &BTreeMap<String, &crate::pipeline::manifest::ConnectorConfigMap>,
+    manifests: &BTreeMap<String, &crate::pipeline::parse::manifest::ConnectorConfigMap>,
     cluster: &BTreeMap<String, &ConfigMap>,
     verdicts: &[Verdict],
     destinations: &Destinations,
@@ -325,7 +325,7 @@ fn plan_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::manifest::ConnectorConfigMap;
+    use crate::pipeline::parse::manifest::ConnectorConfigMap;
 
     fn object(name: &str, annotations: serde_json::Value) -> ConfigMap {
         serde_json::from_value(serde_json::json!({

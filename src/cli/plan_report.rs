@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::connect::connector_path;
 use crate::connect::destinations::LOCAL;
-use crate::pipeline::secrets::mask;
-use crate::pipeline::verdict::Connector;
+use crate::pipeline::check::verdict::Connector;
+use crate::pipeline::render::secrets::mask;
 use crate::reconcile::day2::OffsetsChange;
 use crate::reconcile::live::Live;
 use crate::reconcile::plan::{Action, AppliedHash, Cause};

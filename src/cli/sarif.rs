@@ -8,7 +8,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use super::annotations::{Finding, Place};
-use crate::pipeline::problem_kinds::Rule;
+use crate::pipeline::check::problem_kinds::Rule;
 
 /// What a URI path segment may not hold as is (RFC 3986: everything but unreserved, sub-delims,
 /// `:` and `@`).

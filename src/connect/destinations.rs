@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Auth, ClientOptions};
-use crate::pipeline::secrets::Secret;
+use crate::pipeline::render::secrets::Secret;
 
 /// The default destination: the worker at `--connect-url`. Reserved in the file.
 pub const LOCAL: &str = "local";

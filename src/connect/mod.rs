@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::pipeline::plugins::{Catalog, CatalogError};
-use crate::pipeline::secrets::{Secret, mask};
+use crate::pipeline::check::plugins::{Catalog, CatalogError};
+use crate::pipeline::render::secrets::{Secret, mask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ConnectClient, ConnectError, RestResponse, connector_path};
-pub use crate::pipeline::operations::PartitionOffset;
+pub use crate::pipeline::check::operations::PartitionOffset;
 
 /// The body of `GET /connectors/{name}/offsets`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

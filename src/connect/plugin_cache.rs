@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::ConnectClient;
 use crate::metrics::Metrics;
-use crate::pipeline::plugins::Catalog;
+use crate::pipeline::check::plugins::Catalog;
 
 /// How soon the background refresh tries again while it has no list.
 const NO_LIST_RETRY: Duration = Duration::from_secs(2);

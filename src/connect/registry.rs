@@ -15,12 +15,12 @@ use super::destinations::{CloudSpec, DestinationsError, DestinationsFile, Kind, 
 use super::plugin_cache::PluginCache;
 use super::{ClientOptions, ConnectClient, ConnectError};
 use crate::metrics::Metrics;
+use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::verdict::Verdict;
 use crate::pipeline::judgement::{DestinationCheck, PluginCheck};
-use crate::pipeline::manifest::{
+use crate::pipeline::parse::manifest::{
     CLOUD_CLUSTER_LABEL, CLOUD_ENVIRONMENT_LABEL, CLOUD_LABEL, ConnectorConfigMap, Target,
 };
-use crate::pipeline::plugins::Catalog;
-use crate::pipeline::verdict::Verdict;
 
 /// One destination: where its connectors are applied and checked.
 #[derive(Debug)]

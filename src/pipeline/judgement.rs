@@ -13,16 +13,16 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::duplicates::settle;
-use super::evaluation::{Bindings, Outcome, Request};
-use super::inputs::TemplateInputs;
-use super::manifest::ConnectorConfigMap;
-use super::operations;
-use super::plugins::Catalog;
-use super::sandbox::{Renderer, SandboxError};
-use super::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
-use super::shape::check_shape;
-use super::verdict::{Connector, Desired, Problem, State, Verdict};
+use crate::pipeline::check::duplicates::settle;
+use crate::pipeline::check::operations;
+use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::shape::check_shape;
+use crate::pipeline::check::verdict::{Connector, Desired, Problem, State, Verdict};
+use crate::pipeline::parse::manifest::ConnectorConfigMap;
+use crate::pipeline::render::evaluation::{Bindings, Outcome, Request};
+use crate::pipeline::render::inputs::TemplateInputs;
+use crate::pipeline::render::sandbox::{Renderer, SandboxError};
+use crate::pipeline::render::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
 
 /// How the plugin check is done for this judgement.
 #[derive(Clone, Copy, Debug)]
@@ -540,7 +540,7 @@ impl Taint {
     }
 
     fn scrub(&self, text: &str) -> String {
-        super::secrets::mask(text, &self.values)
+        crate::pipeline::render::secrets::mask(text, &self.values)
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::live::Live;
-use crate::pipeline::operations::{Offsets, PartitionOffset, Restart};
+use crate::pipeline::check::operations::{Offsets, PartitionOffset, Restart};
 
 /// What `connect-gate.io/operations` says about one connector.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -151,7 +151,7 @@ pub fn as_applied(inputs: &[CmInput], live: &mut LiveState, hash: &AppliedHash) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::verdict::Connector;
+    use crate::pipeline::check::verdict::Connector;
     use crate::reconcile::ledger::{Ledger, Provenance};
     use crate::reconcile::live::Live;
     use crate::reconcile::plan::{Action, Cause, Declared, PlanMemory, PlanOptions, plan};

@@ -12,8 +12,8 @@ use super::plan::{self, AppliedHash, CmInput, Decl, Declared, Plan, PlanMemory, 
 use super::status::json_annotation;
 use crate::connect::destinations::LOCAL;
 use crate::connect::registry::Destination;
-use crate::pipeline::manifest::{ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS};
-use crate::pipeline::verdict::{Desired, Verdict};
+use crate::pipeline::check::verdict::{Desired, Verdict};
+use crate::pipeline::parse::manifest::{ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS};
 
 /// A ConfigMap as the planner sees it: its name, whether it declares nothing any more
 /// (`deleting`), whether it holds the finalizer, connect-gate's annotations on it and the

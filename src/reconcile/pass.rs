@@ -21,10 +21,10 @@ use super::{ReconcileError, Reconciler, Rejection, Restarts};
 use crate::connect::destinations::LOCAL;
 use crate::connect::registry::Destination;
 use crate::metrics::{ConnectorLabels, ConnectorSeries, ConnectorStateLabels, OperationLabels, StateLabels};
-use crate::pipeline::manifest::{
+use crate::pipeline::check::verdict::Verdict;
+use crate::pipeline::parse::manifest::{
     ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, FINALIZER, Target, declaring, is_connector_configmap,
 };
-use crate::pipeline::verdict::Verdict;
 
 /// One ConfigMap during a pass.
 struct CmState {

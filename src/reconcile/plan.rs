@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::day2::{self, OffsetsChange, Record};
 use super::ledger::{Ledger, Provenance};
 use super::live::LiveState;
-use crate::pipeline::verdict::{Connector, State};
+use crate::pipeline::check::verdict::{Connector, State};
 
 /// What one data key of a ConfigMap declares, after the verdict pipeline.
 #[derive(Clone, Debug, PartialEq, Eq)]

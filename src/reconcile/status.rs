@@ -13,10 +13,10 @@ use super::ledger::{Ledger, Provenance};
 use super::live::{Live, LiveState};
 use super::plan::CmPlan;
 use crate::connect::destinations::LOCAL;
-use crate::pipeline::manifest::{
+use crate::pipeline::parse::manifest::{
     ANNOTATION_APPLIED, ANNOTATION_CONNECTORS, ANNOTATION_LAST_ERROR, ANNOTATION_OPERATIONS, ANNOTATION_STATUS,
 };
-use crate::pipeline::secrets::mask;
+use crate::pipeline::render::secrets::mask;
 
 /// connect-gate's own annotations, all removed when a ConfigMap is released.
 pub const ANNOTATIONS: [&str; 5] = [

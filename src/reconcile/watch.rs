@@ -13,7 +13,7 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use tokio::sync::Notify;
 
-use crate::pipeline::manifest::{FINALIZER, is_connector_configmap};
+use crate::pipeline::parse::manifest::{FINALIZER, is_connector_configmap};
 
 /// Whether connect-gate has business with a ConfigMap: it is labelled, or it still carries the
 /// finalizer (its label was removed: its connectors must be deleted and the finalizer released).
@@ -68,7 +68,7 @@ fn fingerprint(cm: &ConfigMap) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::manifest::ANNOTATION_STATUS;
+    use crate::pipeline::parse::manifest::ANNOTATION_STATUS;
     use serde_json::json;
 
     #[test]

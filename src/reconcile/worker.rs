@@ -19,7 +19,7 @@ use crate::connect::destinations::Kind;
 use crate::connect::registry::Destination;
 use crate::connect::{ConnectClient, RestResponse, connector_path};
 use crate::metrics::{Metrics, RestLabels};
-use crate::pipeline::secrets::mask;
+use crate::pipeline::render::secrets::mask;
 
 /// The longest wait a 429's headers are honoured for; a longer one fails the call (retried by
 /// the next pass).

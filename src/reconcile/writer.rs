@@ -16,7 +16,7 @@ use super::ReconcileError;
 use super::lease::Leadership;
 use super::ledger::{ANNOTATION_LEDGER, ANNOTATION_LEDGER_DESTINATIONS, Ledgers};
 use super::status::{ANNOTATIONS, Change, NOTE_MAX, Note, bound};
-use crate::pipeline::manifest::FINALIZER;
+use crate::pipeline::parse::manifest::FINALIZER;
 
 pub struct Writer {
     pub api: Api<ConfigMap>,

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::{Value, json};
 
-use crate::pipeline::manifest::{ANNOTATION_PREFIX, ConnectorConfigMap, FINALIZER, is_connector_configmap};
-use crate::pipeline::verdict::Verdict;
+use crate::pipeline::check::verdict::Verdict;
+use crate::pipeline::parse::manifest::{ANNOTATION_PREFIX, ConnectorConfigMap, FINALIZER, is_connector_configmap};
 
 /// The denial of a request by anyone but `controller` (the reconciler's username; `None` when
 /// unknown, and then nobody may) that changes connect-gate's records on a ConfigMap: its

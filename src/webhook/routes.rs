@@ -18,8 +18,8 @@ use super::admission::{self, Decision};
 use crate::config::OnPluginsUnavailable;
 use crate::judge::{Judge, NamespaceView};
 use crate::metrics::{AdmissionLabels, Metrics, ResultLabels};
-use crate::pipeline::manifest::ConnectorConfigMap;
-use crate::pipeline::verdict::Verdict;
+use crate::pipeline::check::verdict::Verdict;
+use crate::pipeline::parse::manifest::ConnectorConfigMap;
 
 /// A ConfigMap is at most 1 MiB; a review carries it twice (object and oldObject) plus metadata.
 const BODY_LIMIT: usize = 3 << 20;

@@ -611,7 +611,7 @@ fn without_a_key_a_changed_secret_value_is_an_update_and_any_other_change_is_dri
 }
 
 fn with_offsets(mut c: Connector, token: &str) -> Connector {
-    c.offsets = Some(crate::pipeline::operations::Offsets {
+    c.offsets = Some(crate::pipeline::check::operations::Offsets {
         token: token.into(),
         reset: true,
         set: None,
@@ -668,7 +668,7 @@ fn an_offsets_operation_holds_the_declared_state_until_it_is_done() {
 #[test]
 fn a_restart_token_restarts_once_in_place_of_the_auto_restart() {
     let mut a = connector("a", &[], None);
-    a.restart = Some(crate::pipeline::operations::Restart {
+    a.restart = Some(crate::pipeline::check::operations::Restart {
         token: "r1".into(),
         only_failed: false,
     });

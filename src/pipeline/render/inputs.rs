@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use super::properties;
 use super::secrets::Secret;
+use crate::pipeline::parse::properties;
 
 /// Env vars with this prefix configure connect-gate itself and are never visible to templates.
 pub const OWN_ENV_PREFIX: &str = "CONNECT_GATE_";

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::evaluation::Pos;
-use super::manifest::{Origin, Target};
 use super::operations::{Offsets, OperationProblem, Restart};
 use super::problem_kinds::{ProblemKind, Rule};
-use super::sandbox::SandboxError;
+use crate::pipeline::parse::manifest::{Origin, Target};
+use crate::pipeline::render::evaluation::Pos;
+use crate::pipeline::render::sandbox::SandboxError;
 
 /// The state a connector is declared to be in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -173,7 +173,7 @@ impl Problem {
 
     /// What the problem is, without the values its text quotes; `None` when its text holds no
     /// value (it comes from the template's code, names and types only).
-    pub(super) fn without_values(&self) -> Option<&'static str> {
+    pub(crate) fn without_values(&self) -> Option<&'static str> {
         Some(match self {
             Problem::Runtime(_) => "the template fails",
             Problem::OutputCount(_) => "the template does not produce exactly one output",

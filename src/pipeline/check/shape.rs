@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::operations;
 use super::verdict::{Connector, Problem, State};
 
-pub(super) struct Checked {
+pub(crate) struct Checked {
     pub name: Option<String>,
     pub connector: Option<Connector>,
     /// Problems that prevent even deleting the connector.
@@ -28,7 +28,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// The checks on a rendered value. Pure.
-pub(super) fn check_shape(value: &Value) -> Checked {
+pub(crate) fn check_shape(value: &Value) -> Checked {
     let mut checked = Checked {
         name: None,
         connector: None,
@@ -126,7 +126,7 @@ fn stringify_config(raw: &Map<String, Value>, problems: &mut Vec<Problem>) -> BT
 }
 
 /// Names Connect cannot take or that break its REST paths.
-pub(super) fn name_problem(name: &str) -> Option<Problem> {
+pub(crate) fn name_problem(name: &str) -> Option<Problem> {
     let why = if name.trim().is_empty() {
         return Some(Problem::EmptyName);
     } else if name.chars().any(char::is_control) {

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::manifest::Origin;
 use super::verdict::{Problem, Verdict};
+use crate::pipeline::parse::manifest::Origin;
 
 /// A connector name declared by a data key outside the verdicts being settled.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 //! they keep beside them, so annotations can point at a line without parsing those texts
 //! (`Problem::kind` in `verdict.rs` maps each problem to its kind).
 
-use super::evaluation::Pos;
+use crate::pipeline::render::evaluation::Pos;
 
 /// A kind of finding, as annotations name it: one per kind of rejection, and one for warnings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
-use super::evaluation::Pos;
+use crate::pipeline::render::evaluation::Pos;
 
 /// A place in a file, 1-based; columns count characters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
