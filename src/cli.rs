@@ -21,6 +21,9 @@ use crate::connect::ConnectClient;
 use crate::connect::destinations::{DestinationsFile, LOCAL};
 use crate::pipeline::check::duplicates::settle;
 use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::providers::WorkerConfig;
+use crate::pipeline::check::references::Unresolvable;
+use crate::pipeline::check::secrets_as::SecretsAs;
 use crate::pipeline::check::verdict::{Desired, Verdict};
 use crate::pipeline::judgement::{DestinationCheck, Pipeline, PluginCheck};
 use crate::pipeline::parse::manifest::{self, CLOUD_LABEL, ConnectorConfigMap, Target};
@@ -99,6 +102,7 @@ async fn judge_loaded(args: &PipelineArgs) -> Result<(Vec<ConnectorConfigMap>, V
 async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<Vec<Verdict>, UsageError> {
     let err = |e: &dyn std::fmt::Display| UsageError(e.to_string());
     let inputs = args.template.sources().load().map_err(|e| err(&e))?;
+    let worker = args.providers.load().map_err(UsageError)?;
     let destinations = args
         .destinations
         .as_deref()
@@ -130,9 +134,17 @@ async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<
         .iter()
         .map(|cm| offline_destination(cm, destinations.as_ref(), &catalogs))
         .collect();
-    let checks: Vec<DestinationCheck> = offline.iter().map(Offline::check).collect();
+    let checks: Vec<DestinationCheck> = offline
+        .iter()
+        .map(|o| o.check(worker.as_ref(), args.providers.secrets_as))
+        .collect();
     let exe = std::env::current_exe().map_err(|e| err(&e))?;
+    let unresolvable = match args.strict_references {
+        true => Unresolvable::Deny,
+        false => Unresolvable::Warn,
+    };
     let mut verdicts = Pipeline::new(Renderer::new(exe))
+        .unresolvable(unresolvable)
         .judge_each(cms, &inputs, &checks)
         .await;
     settle(&mut verdicts, &[]);
@@ -146,10 +158,14 @@ struct Offline<'a> {
     unchecked: Option<String>,
     unusable: Option<String>,
     cloud: Option<String>,
+    /// The local worker, the one --worker-config describes.
+    local: bool,
 }
 
 impl Offline<'_> {
-    fn check(&self) -> DestinationCheck<'_> {
+    /// The local worker's providers are those of `--worker-config`; another destination's are
+    /// not known offline, and Confluent Cloud has none.
+    fn check<'a>(&'a self, worker: Option<&'a WorkerConfig>, secrets_as: SecretsAs) -> DestinationCheck<'a> {
         DestinationCheck {
             plugins: match (self.catalog, &self.unchecked) {
                 (Some(c), _) => PluginCheck::Catalog(c),
@@ -158,6 +174,11 @@ impl Offline<'_> {
             },
             unusable: self.unusable.as_deref(),
             cloud: self.cloud.as_deref(),
+            providers: worker.filter(|_| self.local),
+            secrets_as: match (self.local, &self.cloud) {
+                (true, _) | (false, Some(_)) => secrets_as,
+                (false, None) => SecretsAs::Values,
+            },
         }
     }
 }
@@ -186,6 +207,7 @@ fn offline_destination<'a>(
                         names()
                     )),
                     cloud: None,
+                    local: false,
                 };
             }
         },
@@ -198,6 +220,7 @@ fn offline_destination<'a>(
                     names()
                 )),
                 cloud: None,
+                local: false,
             };
         }
         Target::Cloud(_) => (CLOUD_LABEL.to_string(), true),
@@ -209,6 +232,7 @@ fn offline_destination<'a>(
                     "{other}: labels connect-gate.io/destination and {CLOUD_LABEL} both pick a destination; keep one"
                 )),
                 cloud: None,
+                local: false,
             };
         }
     };
@@ -224,6 +248,7 @@ fn offline_destination<'a>(
         }),
         unusable: None,
         cloud: cloud.then(|| cm.destination.to_string()),
+        local: key == LOCAL,
     }
 }
 

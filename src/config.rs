@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::pipeline::check::providers::WorkerConfig;
+use crate::pipeline::check::secrets_as::SecretsAs;
 use crate::pipeline::render::inputs::InputSources;
 
 #[derive(Parser)]
@@ -83,11 +85,43 @@ impl TemplateArgs {
     }
 }
 
+/// The worker's config providers, and whether template inputs reach it through them.
+#[derive(Args, Debug)]
+pub struct ProviderArgs {
+    /// The Kafka Connect worker's own properties file (the same file the worker reads): its
+    /// `config.providers` judge every `${alias:path:key}` a connector config holds.
+    #[arg(long, env = "CONNECT_GATE_WORKER_CONFIG")]
+    pub worker_config: Option<PathBuf>,
+    /// How template inputs reach the local worker: as values, or as the config-provider
+    /// references it resolves (needs --worker-config).
+    #[arg(long, env = "CONNECT_GATE_SECRETS_AS", value_enum, default_value_t = SecretsAs::Values)]
+    pub secrets_as: SecretsAs,
+}
+
+impl ProviderArgs {
+    /// The worker's providers, read now.
+    pub fn load(&self) -> Result<Option<WorkerConfig>, String> {
+        match (&self.worker_config, self.secrets_as) {
+            (None, SecretsAs::References) => {
+                Err("--secrets-as references needs --worker-config (the worker's properties file)".into())
+            }
+            (None, SecretsAs::Values) => Ok(None),
+            (Some(file), _) => WorkerConfig::load(file).map(Some).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// What `check` and `render` judge, and against which plugins.
 #[derive(Args)]
 pub struct PipelineArgs {
     #[command(flatten)]
     pub template: TemplateArgs,
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+    /// Deny a reference to a file or directory that does not exist here (by default, where
+    /// the worker's paths are missing, as in CI, it is a warning).
+    #[arg(long)]
+    pub strict_references: bool,
     /// `[NAME=]FILE`: the JSON body of a `GET /connector-plugins`. Without NAME, the local
     /// worker's; with it, the list of destination NAME of --destinations, or of every
     /// ConfigMap labelled destination.cc when NAME is `destination.cc`. Repeatable.
@@ -187,6 +221,8 @@ pub struct ServeArgs {
     pub destinations: Option<PathBuf>,
     #[command(flatten)]
     pub template: TemplateArgs,
+    #[command(flatten)]
+    pub providers: ProviderArgs,
     /// How often mounted variables and the env file are re-read (Secret volumes rotate).
     #[arg(long, env = "CONNECT_GATE_INPUTS_REFRESH", default_value = "10s", value_parser = parse_duration)]
     pub inputs_refresh: Duration,

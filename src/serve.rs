@@ -40,7 +40,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => Destinations::local(connect, metrics.clone()),
     };
-    let destinations = Arc::new(destinations);
+    let worker = args.providers.load().map_err(anyhow::Error::msg)?;
+    if let Some(worker) = &worker {
+        tracing::info!(file = %worker.file.display(), providers = %worker.aliases(), secrets_as = ?args.providers.secrets_as, "the worker's config providers");
+    }
+    let destinations = Arc::new(destinations.with_local_providers(worker, args.providers.secrets_as));
     let exe = std::env::current_exe().context("locating the connect-gate binary for the template sandbox")?;
     let limits = sandbox::Limits::fit_with(
         sandbox::container_memory(),

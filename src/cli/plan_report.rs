@@ -427,6 +427,7 @@ mod tests {
             restart: None,
             offsets: None,
             secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            ..Connector::default()
         }
     }
 

@@ -16,6 +16,8 @@ use super::plugin_cache::PluginCache;
 use super::{ClientOptions, ConnectClient, ConnectError};
 use crate::metrics::Metrics;
 use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::providers::WorkerConfig;
+use crate::pipeline::check::secrets_as::SecretsAs;
 use crate::pipeline::check::verdict::Verdict;
 use crate::pipeline::judgement::{DestinationCheck, PluginCheck};
 use crate::pipeline::parse::manifest::{
@@ -30,6 +32,9 @@ pub struct Destination {
     pub kind: Kind,
     pub client: ConnectClient,
     pub plugins: Arc<PluginCache>,
+    /// Its workers' config providers (`--worker-config` for the local worker), when known.
+    pub providers: Option<Arc<WorkerConfig>>,
+    pub secrets_as: SecretsAs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,15 @@ impl Destinations {
             configmaps: OnceLock::new(),
             metrics,
         }
+    }
+
+    /// The local worker's config providers and how inputs reach it (`--worker-config`,
+    /// `--secrets-as`).
+    pub fn with_local_providers(mut self, providers: Option<WorkerConfig>, secrets_as: SecretsAs) -> Self {
+        let local = Arc::get_mut(&mut self.local).expect("set before the destinations are shared");
+        local.providers = providers.map(Arc::new);
+        local.secrets_as = secrets_as;
+        self
     }
 
     /// The local worker and those of `file`, whose credential files are read now.
@@ -181,7 +195,9 @@ impl Destinations {
         let spec = spec.spec(id.clone(), environment, cluster);
         let client = ConnectClient::with_options(&spec.base_url(), options)
             .map_err(|e| format!("label {CLOUD_LABEL}: ConfigMap {cm:?}: {e}"))?;
-        let d = destination(id.clone(), kind, client, &self.metrics);
+        let mut d = destination(id.clone(), kind, client, &self.metrics);
+        // No providers there: the pipeline sends values and says so when references were asked.
+        Arc::get_mut(&mut d).expect("not shared yet").secrets_as = self.local.secrets_as;
         self.resolved.write().expect("not poisoned").insert(id, d.clone());
         Ok(d)
     }
@@ -233,6 +249,8 @@ fn destination(id: String, kind: Kind, client: ConnectClient, metrics: &Metrics)
         kind,
         plugins: Arc::new(PluginCache::new(client.clone(), metrics.clone())),
         client,
+        providers: None,
+        secrets_as: SecretsAs::Values,
     })
 }
 
@@ -273,9 +291,8 @@ impl Prepared {
             .iter()
             .map(|r| match &r.destination {
                 Err(why) => DestinationCheck {
-                    plugins: PluginCheck::Skip,
                     unusable: Some(why),
-                    cloud: None,
+                    ..PluginCheck::Skip.into()
                 },
                 Ok(d) => DestinationCheck {
                     plugins: match &r.catalog {
@@ -284,6 +301,8 @@ impl Prepared {
                     },
                     unusable: None,
                     cloud: d.kind.is_cloud().then_some(d.id.as_str()),
+                    providers: d.providers.as_deref(),
+                    secrets_as: d.secrets_as,
                 },
             })
             .collect()

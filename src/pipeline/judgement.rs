@@ -16,6 +16,9 @@ use serde_json::Value;
 use crate::pipeline::check::duplicates::settle;
 use crate::pipeline::check::operations;
 use crate::pipeline::check::plugins::Catalog;
+use crate::pipeline::check::providers::WorkerConfig;
+use crate::pipeline::check::references::{Unresolvable, check_config};
+use crate::pipeline::check::secrets_as::{SecretsAs, as_references};
 use crate::pipeline::check::shape::check_shape;
 use crate::pipeline::check::verdict::{Connector, Desired, Problem, State, Verdict};
 use crate::pipeline::parse::manifest::ConnectorConfigMap;
@@ -43,6 +46,11 @@ pub struct DestinationCheck<'a> {
     /// The destination, when it is Confluent Cloud: `state: stopped`, `restart` and `offsets` are
     /// rejected.
     pub cloud: Option<&'a str>,
+    /// The config providers of the destination's workers, when known: every reference is
+    /// judged against them.
+    pub providers: Option<&'a WorkerConfig>,
+    /// How template inputs reach the destination; `References` needs `providers`.
+    pub secrets_as: SecretsAs,
 }
 
 impl<'a> From<PluginCheck<'a>> for DestinationCheck<'a> {
@@ -51,6 +59,8 @@ impl<'a> From<PluginCheck<'a>> for DestinationCheck<'a> {
             plugins,
             unusable: None,
             cloud: None,
+            providers: None,
+            secrets_as: SecretsAs::Values,
         }
     }
 }
@@ -59,11 +69,22 @@ impl<'a> From<PluginCheck<'a>> for DestinationCheck<'a> {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     renderer: Renderer,
+    unresolvable: Unresolvable,
 }
 
 impl Pipeline {
+    /// The sidecar's pipeline: a reference to a path that does not exist is denied.
     pub fn new(renderer: Renderer) -> Self {
-        Self { renderer }
+        Self {
+            renderer,
+            unresolvable: Unresolvable::Deny,
+        }
+    }
+
+    /// What a reference to a path that does not exist here is (`check` and `plan` run where
+    /// the worker's paths may not exist).
+    pub fn unresolvable(self, unresolvable: Unresolvable) -> Self {
+        Self { unresolvable, ..self }
     }
 
     /// Judges every data key of every ConfigMap against one plugin list, including names
@@ -125,11 +146,13 @@ impl Pipeline {
             Ok(outcomes) => outcomes,
             Err(problems) => return verdict.finish(problems, &taint),
         };
-        let real = read(real, cm, inputs, plugins);
-        let shown = read(shown, cm, inputs, plugins);
+        let real = read(real, cm, inputs, check, self.unresolvable);
+        let shown = read(shown, cm, inputs, check, self.unresolvable);
         if let (Some(_), PluginCheck::Unavailable(why)) = (&real.connector, plugins) {
             verdict.warnings.push(format!("plugin check skipped: {why}"));
         }
+        // Built from the placeholder render only: the real one's may quote values.
+        verdict.warnings.extend(shown.warnings);
         verdict.name = real.name;
         verdict.shown_name = shown.name;
         verdict.unknown_class = real.unknown_class;
@@ -139,6 +162,9 @@ impl Pipeline {
         });
         verdict.shown = verdict.connector.as_ref().and(shown.connector);
         let mut problems = shown_problems(real.problems, shown.problems);
+        if let (Some(real), Some(shown)) = (&mut verdict.connector, &mut verdict.shown) {
+            problems.extend(send_inputs(real, shown, inputs, check, &mut verdict.warnings));
+        }
         if verdict.name.is_some() && verdict.name != verdict.shown_name {
             problems.push(Problem::NameFromInputs);
         }
@@ -290,9 +316,17 @@ struct Reading {
     problems: Vec<Problem>,
     /// Rejected (at least) because `connector.class` is not in the plugin list.
     unknown_class: bool,
+    warnings: Vec<String>,
 }
 
-fn read(outcome: Outcome, cm: &ConnectorConfigMap, inputs: &TemplateInputs, plugins: PluginCheck<'_>) -> Reading {
+fn read(
+    outcome: Outcome,
+    cm: &ConnectorConfigMap,
+    inputs: &TemplateInputs,
+    check: DestinationCheck<'_>,
+    unresolvable: Unresolvable,
+) -> Reading {
+    let plugins = check.plugins;
     let value = match outcome_value(outcome, inputs) {
         Ok(value) => value,
         Err(problems) => {
@@ -336,10 +370,55 @@ fn read(outcome: Outcome, cm: &ConnectorConfigMap, inputs: &TemplateInputs, plug
             });
         }
     }
+    if let Some(connector) = &checked.connector {
+        let findings = check_config(
+            &connector.config,
+            &connector.literal_aliases,
+            check.providers,
+            unresolvable,
+        );
+        reading
+            .problems
+            .extend(findings.problems.into_iter().map(Problem::from));
+        reading.warnings = findings.warnings;
+    }
     if reading.problems.is_empty() {
         reading.connector = checked.connector;
     }
     reading
+}
+
+/// Puts the inputs of `real` as the destination takes them: as values, or in references mode as
+/// the references its workers resolve (Confluent Cloud has no providers: values, said in a
+/// warning).
+fn send_inputs(
+    real: &mut Connector,
+    shown: &mut Connector,
+    inputs: &TemplateInputs,
+    check: DestinationCheck<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<Problem> {
+    let (SecretsAs::References, Some(worker)) = (check.secrets_as, check.providers) else {
+        if let (SecretsAs::References, Some(cloud)) = (check.secrets_as, check.cloud) {
+            warnings.push(format!(
+                "destination {cloud} is Confluent Cloud, which has no config providers: inputs are sent as values"
+            ));
+        }
+        return vec![];
+    };
+    match as_references(&real.config, &shown.config, inputs, worker) {
+        Ok(done) => {
+            // A reference names a file and a key, never a value: what is shown is what is sent.
+            for key in &done.converted {
+                shown.config.insert(key.clone(), done.config[key].clone());
+            }
+            real.config = done.config;
+            real.referenced_files = done.files;
+            warnings.extend(done.warnings);
+            vec![]
+        }
+        Err(problems) => problems.into_iter().map(Problem::from).collect(),
+    }
 }
 
 /// The problems to show for the real render's: the placeholder render's own of the same kind

@@ -170,6 +170,7 @@ mod tests {
             restart: None,
             offsets: None,
             secrets: vec![],
+            ..Connector::default()
         }
     }
 

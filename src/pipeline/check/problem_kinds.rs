@@ -29,12 +29,14 @@ pub enum Rule {
     Withheld,
     Destination,
     Operation,
+    Reference,
+    SecretsAsReferences,
     Warning,
 }
 
 impl Rule {
     /// Every rule, in the order a SARIF log lists them.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 23] = [
         Rule::TemplateSyntax,
         Rule::UndefinedVariable,
         Rule::UndefinedFilter,
@@ -55,6 +57,8 @@ impl Rule {
         Rule::Withheld,
         Rule::Destination,
         Rule::Operation,
+        Rule::Reference,
+        Rule::SecretsAsReferences,
         Rule::Warning,
     ];
 
@@ -81,6 +85,8 @@ impl Rule {
             Rule::Withheld => "withheld",
             Rule::Destination => "destination",
             Rule::Operation => "day2-operation",
+            Rule::Reference => "config-provider-reference",
+            Rule::SecretsAsReferences => "secrets-as-references",
             Rule::Warning => "warning",
         }
     }
@@ -108,6 +114,8 @@ impl Rule {
             Rule::Withheld => "The template fails with the real values; the details depend on them.",
             Rule::Destination => "The ConfigMap's destination cannot be used.",
             Rule::Operation => "A restart or offsets operation cannot be done as declared.",
+            Rule::Reference => "A config-provider reference would not resolve on the worker.",
+            Rule::SecretsAsReferences => "An input cannot be sent to Connect as a config-provider reference.",
             Rule::Warning => "The connector is accepted with a warning.",
         }
     }

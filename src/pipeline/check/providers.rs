@@ -86,7 +86,13 @@ impl Provider {
     pub fn allowed_paths_text(&self) -> String {
         self.allowed_paths
             .as_ref()
-            .map(|paths| paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
             .unwrap_or_default()
     }
 }
@@ -219,8 +225,14 @@ mod tests {
         assert_eq!(file.allowed_paths_text(), "/mnt/a, /mnt/c");
         assert!(file.allows(Path::new("/mnt/a/x.properties")));
         assert!(file.allows(Path::new("/mnt/c/./d/x")));
-        assert!(!file.allows(Path::new("/mnt/a/../b/x")), "normalised before the comparison");
-        assert!(!file.allows(Path::new("/mnt/ab/x")), "compared by components, not by text");
+        assert!(
+            !file.allows(Path::new("/mnt/a/../b/x")),
+            "normalised before the comparison"
+        );
+        assert!(
+            !file.allows(Path::new("/mnt/ab/x")),
+            "compared by components, not by text"
+        );
         assert!(worker.providers["dir"].allows(Path::new("/anywhere")));
         let env = &worker.providers["env"];
         assert!(env.allowlist.as_ref().unwrap().is_match("DB_USER"));
@@ -230,9 +242,12 @@ mod tests {
 
     #[test]
     fn an_alias_without_a_class_is_an_error_naming_the_file_and_alias_and_no_value() {
-        let err = WorkerConfig::parse(Path::new("w.properties"), "config.providers=file\nsasl.password=hunter2\n")
-            .unwrap_err()
-            .to_string();
+        let err = WorkerConfig::parse(
+            Path::new("w.properties"),
+            "config.providers=file\nsasl.password=hunter2\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "w.properties: config.providers names `file` but config.providers.file.class is not set"
@@ -241,7 +256,9 @@ mod tests {
 
     #[test]
     fn a_relative_allowed_path_is_an_error() {
-        let text = format!("config.providers=f\nconfig.providers.f.class={FILE_CLASS}\nconfig.providers.f.param.allowed.paths=mnt\n");
+        let text = format!(
+            "config.providers=f\nconfig.providers.f.class={FILE_CLASS}\nconfig.providers.f.param.allowed.paths=mnt\n"
+        );
         let err = WorkerConfig::parse(Path::new("w"), &text).unwrap_err();
         assert!(matches!(err, WorkerConfigError::RelativeAllowedPath { .. }), "{err}");
     }

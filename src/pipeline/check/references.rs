@@ -57,7 +57,9 @@ pub enum ReferenceProblem {
         alias: String,
         configured: String,
     },
-    #[error("config key `{key}`: `{reference}` gives provider `{alias}` ({kind}) an empty path; write ${{{alias}:PATH:KEY}}")]
+    #[error(
+        "config key `{key}`: `{reference}` gives provider `{alias}` ({kind}) an empty path; write ${{{alias}:PATH:KEY}}"
+    )]
     EmptyPath {
         key: String,
         reference: String,
@@ -91,8 +93,14 @@ pub enum ReferenceProblem {
         name: String,
         available: String,
     },
-    #[error("config key `{key}`: `{reference}`: provider `{alias}` (EnvVarConfigProvider) takes no path; write ${{{alias}:NAME}}")]
-    PathNotTaken { key: String, reference: String, alias: String },
+    #[error(
+        "config key `{key}`: `{reference}`: provider `{alias}` (EnvVarConfigProvider) takes no path; write ${{{alias}:NAME}}"
+    )]
+    PathNotTaken {
+        key: String,
+        reference: String,
+        alias: String,
+    },
     #[error(
         "config key `{key}`: `{reference}`: `{name}` does not match allowlist.pattern `{pattern}` of provider `{alias}`, so Kafka Connect would pass it on as literal text"
     )]
@@ -114,7 +122,9 @@ pub enum ReferenceProblem {
         "config key `{key}` declares config providers in the connector's config; Kafka Connect reads config.providers only from the worker's config"
     )]
     ProvidersInConnector { key: String },
-    #[error("\"literalAliases\" lists `{alias}`, which the worker configures as a provider: its references are resolved, not literal")]
+    #[error(
+        "\"literalAliases\" lists `{alias}`, which the worker configures as a provider: its references are resolved, not literal"
+    )]
     LiteralIsProvider { alias: String },
 }
 
@@ -134,7 +144,10 @@ pub fn check_config(
     unresolvable: Unresolvable,
 ) -> Findings {
     let mut findings = Findings::default();
-    for key in config.keys().filter(|k| *k == "config.providers" || k.starts_with("config.providers.")) {
+    for key in config
+        .keys()
+        .filter(|k| *k == "config.providers" || k.starts_with("config.providers."))
+    {
         findings
             .problems
             .push(ReferenceProblem::ProvidersInConnector { key: key.clone() });

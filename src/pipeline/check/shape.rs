@@ -1,7 +1,7 @@
 //! The shape a rendered template must have (`{"name", "config", "state", "restart",
-//! "offsets"}`) and the names Connect can take. Pure.
+//! "offsets", "literalAliases"}`) and the names Connect can take. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -50,7 +50,7 @@ pub(crate) fn check_shape(value: &Value) -> Checked {
     let problems = &mut checked.problems;
     for key in top
         .keys()
-        .filter(|k| !["name", "config", "state", "restart", "offsets"].contains(&k.as_str()))
+        .filter(|k| !["name", "config", "state", "restart", "offsets", "literalAliases"].contains(&k.as_str()))
     {
         problems.push(Problem::UnknownKey(key.clone()));
     }
@@ -70,6 +70,7 @@ pub(crate) fn check_shape(value: &Value) -> Checked {
             None
         }
     };
+    let literal_aliases = literal_aliases(top.get("literalAliases"), problems);
     let operations = operations::read(top);
     problems.extend(operations.problems.into_iter().map(Problem::from));
     let Some(Value::Object(raw)) = top.get("config") else {
@@ -98,9 +99,34 @@ pub(crate) fn check_shape(value: &Value) -> Checked {
             restart: operations.restart,
             offsets: operations.offsets,
             secrets: vec![],
+            literal_aliases,
+            referenced_files: BTreeSet::new(),
         });
     }
     checked
+}
+
+/// `"literalAliases": ["date", ...]`: provider aliases whose references are literal text.
+fn literal_aliases(value: Option<&Value>, problems: &mut Vec<Problem>) -> BTreeSet<String> {
+    let alias = |v: &Value| {
+        v.as_str()
+            .filter(|a| !a.is_empty() && !a.contains([':', '}']))
+            .map(String::from)
+    };
+    match value {
+        None | Some(Value::Null) => BTreeSet::new(),
+        Some(Value::Array(items)) => match items.iter().map(alias).collect::<Option<BTreeSet<_>>>() {
+            Some(aliases) => aliases,
+            None => {
+                problems.push(Problem::LiteralAliases);
+                BTreeSet::new()
+            }
+        },
+        Some(_) => {
+            problems.push(Problem::LiteralAliases);
+            BTreeSet::new()
+        }
+    }
 }
 
 /// Connect stores strings: numbers and booleans become their JSON text; null, objects and

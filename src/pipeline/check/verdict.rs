@@ -2,12 +2,15 @@
 //! every [`Problem`] a template can have. Types only, below the pipeline ([`super::judgement`])
 //! and duplicate settling ([`super::duplicates`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::operations::{Offsets, OperationProblem, Restart};
 use super::problem_kinds::{ProblemKind, Rule};
+use super::references::ReferenceProblem;
+use super::secrets_as::SecretsAsProblem;
 use crate::pipeline::parse::manifest::{Origin, Target};
 use crate::pipeline::render::evaluation::Pos;
 use crate::pipeline::render::sandbox::SandboxError;
@@ -24,7 +27,7 @@ pub enum State {
 
 /// A rendered connector, exactly as it would be sent to Connect: every config value a string,
 /// `config.name` equal to `name`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Connector {
     pub name: String,
     pub config: BTreeMap<String, String>,
@@ -41,6 +44,14 @@ pub struct Connector {
     /// placeholder render.
     #[serde(skip)]
     pub secrets: Vec<String>,
+    /// Provider aliases whose `${alias:...}` text is literal (Camel's `${date:now:...}`), as
+    /// the declaration lists them: not denied as unknown.
+    #[serde(rename = "literalAliases", skip_serializing_if = "BTreeSet::is_empty")]
+    pub literal_aliases: BTreeSet<String>,
+    /// The files the config's references read (references mode): a change to one restarts the
+    /// connector, since the worker resolves them only when it starts it.
+    #[serde(skip)]
+    pub referenced_files: BTreeSet<PathBuf>,
 }
 
 /// Why a connector is rejected. Displayed after its location; every text comes from the
@@ -89,7 +100,7 @@ pub enum Problem {
     #[error("template must produce an object {{\"name\": ..., \"config\": {{...}}}}, it produced {0}")]
     NotObject(&'static str),
     #[error(
-        "unexpected top-level key `{0}` (a template produces name, config and optionally state, restart and offsets)"
+        "unexpected top-level key `{0}` (a template produces name, config and optionally state, restart, offsets and literalAliases)"
     )]
     UnknownKey(String),
     #[error("`name` is missing")]
@@ -130,6 +141,12 @@ pub enum Problem {
     StopUnsupported(String),
     #[error(transparent)]
     Operation(#[from] OperationProblem),
+    #[error("`literalAliases` must be an array of provider alias names")]
+    LiteralAliases,
+    #[error(transparent)]
+    Reference(#[from] ReferenceProblem),
+    #[error(transparent)]
+    SecretsAs(#[from] SecretsAsProblem),
 }
 
 impl Problem {
@@ -167,6 +184,8 @@ impl Problem {
             Problem::Withheld(_) => Rule::Withheld,
             Problem::Destination(_) => Rule::Destination,
             Problem::Operation(_) => Rule::Operation,
+            Problem::LiteralAliases | Problem::Reference(_) => Rule::Reference,
+            Problem::SecretsAs(_) => Rule::SecretsAsReferences,
         };
         ProblemKind { rule, pos: None }
     }
@@ -206,7 +225,10 @@ impl Problem {
             | Problem::Withheld(_)
             | Problem::Destination(_)
             | Problem::StopUnsupported(_)
-            | Problem::Differs(_) => return None,
+            | Problem::Differs(_)
+            | Problem::LiteralAliases
+            | Problem::SecretsAs(_) => return None,
+            Problem::Reference(_) => "a config-provider reference would not resolve on the worker",
         })
     }
 }

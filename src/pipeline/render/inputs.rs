@@ -38,6 +38,28 @@ pub struct TemplateInputs {
     pub unusable_env: BTreeMap<String, String>,
     /// The `--template-env-allow` regex, to explain why an env var is hidden.
     pub env_allow: Option<String>,
+    /// Where each usable variable is defined: what references mode writes in its place.
+    pub origins: BTreeMap<String, VarOrigin>,
+}
+
+/// The file a variable comes from, as a worker's config provider reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VarOrigin {
+    /// An entry of a `*.properties` file: FileConfigProvider's `${alias:file:key}`.
+    Properties { file: PathBuf, key: String },
+    /// A file of a mounted directory (a Secret volume): DirectoryConfigProvider's
+    /// `${alias:dir:file}`.
+    File { dir: PathBuf, name: String },
+}
+
+impl VarOrigin {
+    /// The file whose change changes the variable.
+    pub fn file(&self) -> PathBuf {
+        match self {
+            VarOrigin::Properties { file, .. } => file.clone(),
+            VarOrigin::File { dir, name } => dir.join(name),
+        }
+    }
 }
 
 /// Where the inputs come from; `load` reads them afresh so a rotated Secret volume is seen.
@@ -59,11 +81,20 @@ impl InputSources {
             }
         }
         let mut vars = BTreeMap::new();
+        let mut origins = BTreeMap::new();
         let mut unusable_vars = BTreeMap::new();
         for (name, mut definitions) in defined {
             match (definitions.pop(), definitions.is_empty()) {
-                (Some(Definition { value: Ok(value), .. }), true) => {
-                    vars.insert(name, Secret::new(value));
+                (
+                    Some(Definition {
+                        value: Ok(value),
+                        key,
+                        file,
+                    }),
+                    true,
+                ) => {
+                    vars.insert(name.clone(), Secret::new(value));
+                    origins.insert(name, origin(file, key));
                 }
                 (Some(Definition { value: Err(why), .. }), true) => {
                     unusable_vars.insert(name, why);
@@ -102,7 +133,18 @@ impl InputSources {
             unusable_vars,
             unusable_env,
             env_allow: self.env_allow.clone(),
+            origins,
         })
+    }
+}
+
+fn origin(file: PathBuf, key: String) -> VarOrigin {
+    match file.extension().is_some_and(|e| e == "properties") {
+        true => VarOrigin::Properties { file, key },
+        false => VarOrigin::File {
+            dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            name: key,
+        },
     }
 }
 

@@ -17,6 +17,7 @@ fn connector(name: &str, extra: &[(&str, &str)], state: Option<State>) -> Connec
         restart: None,
         offsets: None,
         secrets: vec![],
+        ..Connector::default()
     }
 }
 

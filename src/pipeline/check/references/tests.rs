@@ -7,7 +7,10 @@ fn refs(value: &str) -> Vec<(&str, Option<&str>, &str)> {
 
 #[test]
 fn references_follow_kafkas_grammar_anywhere_in_a_string_several_per_value() {
-    assert_eq!(refs("${file:/a/b.properties:user}"), [("file", Some("/a/b.properties"), "user")]);
+    assert_eq!(
+        refs("${file:/a/b.properties:user}"),
+        [("file", Some("/a/b.properties"), "user")]
+    );
     assert_eq!(
         refs("jdbc://${env:HOST}:5432/${dir:/s:db}?x"),
         [("env", None, "HOST"), ("dir", Some("/s"), "db")]
@@ -53,7 +56,12 @@ impl Fixture {
     fn check(&self, value: &str, unresolvable: Unresolvable) -> Findings {
         let value = value.replace("ROOT", &self.dir.path().display().to_string());
         let config = BTreeMap::from([("k".to_string(), value)]);
-        check_config(&config, &BTreeSet::from(["date".to_string()]), Some(&self.worker), unresolvable)
+        check_config(
+            &config,
+            &BTreeSet::from(["date".to_string()]),
+            Some(&self.worker),
+            unresolvable,
+        )
     }
 
     fn denial(&self, value: &str) -> String {
@@ -109,13 +117,20 @@ fn a_missing_file_or_directory_is_denied_in_the_sidecar_and_a_warning_elsewhere(
     );
     let ci = f.check("${dir:ROOT/nodir:token}", Unresolvable::Warn);
     assert!(ci.problems.is_empty());
-    assert!(ci.warnings[0].contains("was not checked (--strict-references denies it)"), "{ci:?}");
+    assert!(
+        ci.warnings[0].contains("was not checked (--strict-references denies it)"),
+        "{ci:?}"
+    );
 }
 
 #[test]
 fn a_path_outside_allowed_paths_is_denied() {
     assert_eq!(
-        fixture().denial("${file:ROOT/../db.properties:user}").split(" is outside").next().unwrap(),
+        fixture()
+            .denial("${file:ROOT/../db.properties:user}")
+            .split(" is outside")
+            .next()
+            .unwrap(),
         "config key `k`: `${file:ROOT/../db.properties:user}`: path ROOT/../db.properties"
     );
 }
@@ -165,6 +180,14 @@ fn config_providers_in_the_connectors_own_config_are_denied_even_without_the_wor
 fn a_literal_alias_that_is_a_provider_is_denied() {
     let f = fixture();
     let config = BTreeMap::new();
-    let findings = check_config(&config, &BTreeSet::from(["file".to_string()]), Some(&f.worker), Unresolvable::Deny);
-    assert!(matches!(findings.problems[..], [ReferenceProblem::LiteralIsProvider { .. }]));
+    let findings = check_config(
+        &config,
+        &BTreeSet::from(["file".to_string()]),
+        Some(&f.worker),
+        Unresolvable::Deny,
+    );
+    assert!(matches!(
+        findings.problems[..],
+        [ReferenceProblem::LiteralIsProvider { .. }]
+    ));
 }
