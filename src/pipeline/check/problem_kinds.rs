@@ -29,12 +29,13 @@ pub enum Rule {
     Withheld,
     Destination,
     Operation,
+    Unstable,
     Warning,
 }
 
 impl Rule {
     /// Every rule, in the order a SARIF log lists them.
-    pub const ALL: [Rule; 21] = [
+    pub const ALL: [Rule; 22] = [
         Rule::TemplateSyntax,
         Rule::UndefinedVariable,
         Rule::UndefinedFilter,
@@ -55,6 +56,7 @@ impl Rule {
         Rule::Withheld,
         Rule::Destination,
         Rule::Operation,
+        Rule::Unstable,
         Rule::Warning,
     ];
 
@@ -81,6 +83,7 @@ impl Rule {
             Rule::Withheld => "withheld",
             Rule::Destination => "destination",
             Rule::Operation => "day2-operation",
+            Rule::Unstable => "nondeterministic-filter",
             Rule::Warning => "warning",
         }
     }
@@ -108,6 +111,9 @@ impl Rule {
             Rule::Withheld => "The template fails with the real values; the details depend on them.",
             Rule::Destination => "The ConfigMap's destination cannot be used.",
             Rule::Operation => "A restart or offsets operation cannot be done as declared.",
+            Rule::Unstable => {
+                "The template uses a filter whose value changes from one render to the next (now, the local time zone)."
+            }
             Rule::Warning => "The connector is accepted with a warning.",
         }
     }
