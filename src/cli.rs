@@ -101,7 +101,8 @@ async fn judge_loaded(args: &PipelineArgs) -> Result<(Vec<ConnectorConfigMap>, V
 /// `cms` judged together as `check` judges them, with `args`' inputs and plugin lists.
 async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<Vec<Verdict>, UsageError> {
     let err = |e: &dyn std::fmt::Display| UsageError(e.to_string());
-    let inputs = args.template.sources().load().map_err(|e| err(&e))?;
+    // Not the process environment unless asked: a template under review must not read CI's.
+    let inputs = args.template.sources().load_closed().map_err(|e| err(&e))?;
     let worker = args.providers.load().map_err(UsageError)?;
     let destinations = args
         .destinations

@@ -68,9 +68,12 @@ pub struct TemplateArgs {
     #[arg(long = "vars-dir", env = "CONNECT_GATE_VARS_DIR", value_delimiter = ',')]
     pub vars_dirs: Vec<PathBuf>,
     /// `KEY=VALUE` lines that stand in for the process environment.
+    /// (`check`, `plan` and `render` show templates no env var without it or
+    /// --template-env-allow.)
     #[arg(long, env = "CONNECT_GATE_ENV_FILE")]
     pub env_file: Option<PathBuf>,
     /// Only env vars whose whole name matches this regex are visible to templates.
+    /// (`check`, `plan` and `render` show templates no env var without it or --env-file.)
     #[arg(long, env = "CONNECT_GATE_TEMPLATE_ENV_ALLOW")]
     pub template_env_allow: Option<String>,
 }

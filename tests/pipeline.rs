@@ -537,3 +537,150 @@ fn restart_and_offsets_are_judged_before_they_reach_a_worker() {
     let out = check_template(&ws, source);
     assert_eq!(out.code, 0, "{}", out.all());
 }
+
+/// Issue "closed, deterministic templates", item 1: `now` renders differently every time, so
+/// a template using it is rejected at its position, under a rule of its own for annotations.
+#[test]
+fn a_template_using_now_is_rejected_at_its_position_because_it_renders_differently_each_time() {
+    let ws = Workspace::new();
+    let template =
+        "{\"name\": \"x\", \"config\": {\"connector.class\": \"FileStreamSink\",\n  \"started\": (now | todate)}}";
+    let out = check_template(&ws, template);
+    assert_rejected(
+        &out,
+        &[
+            "`now` at template line 2, column 15 gives a different value on every render; a connector config must render the same each time (write the time out, or read it from a variable)",
+        ],
+    );
+    let out = check_template(
+        &ws,
+        r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "h": (0 | strflocaltime("%H"))}}"#,
+    );
+    assert_rejected(
+        &out,
+        &["`strflocaltime` at template line 1, column 73 depends on the time zone of the machine that renders it"],
+    );
+    let file = ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", template)]));
+    let github = ws.check(&["--output", "github"], &[&file]);
+    assert_eq!(github.code, 1, "{}", github.all());
+    assert!(
+        github.stdout.contains("title=connect-gate nondeterministic-filter::"),
+        "{}",
+        github.stdout
+    );
+    let sarif = ws.check(&["--output", "sarif"], &[&file]);
+    assert!(
+        sarif.stdout.contains("\"ruleId\": \"nondeterministic-filter\""),
+        "{}",
+        sarif.stdout
+    );
+    // Time in UTC from a literal is the same every time.
+    let out = check_template(
+        &ws,
+        r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "since": (1767225600 | todate)}}"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+/// Item 2: `halt_error` rejects with its own message (from the placeholder render, like every
+/// message), `halt` with a clear one, and neither ends a sandbox.
+#[test]
+fn halt_error_rejects_with_its_own_message_and_halt_with_a_clear_one() {
+    let ws = Workspace::new();
+    let cases: &[(&str, &str)] = &[
+        (r#""boom" | halt_error"#, "template failed: boom"),
+        (r#"{"a": 1} | halt_error"#, r#"template failed: {"a":1}"#),
+        (
+            r#""bad registry \($SCHEMA_REGISTRY_URL)\n" | halt_error(1)"#,
+            "template failed: bad registry ⟨$SCHEMA_REGISTRY_URL⟩",
+        ),
+        (
+            "halt",
+            "template failed: `halt` stops it before it produces a connector",
+        ),
+    ];
+    for (template, expected) in cases {
+        let out = check_template(&ws, template);
+        assert_rejected(&out, &[expected]);
+        assert!(!out.all().contains("renderer failed"), "{}", out.all());
+    }
+    let out = check_template(&ws, GOOD);
+    assert_eq!(out.code, 0, "{}", out.all());
+}
+
+/// `check`/`render` arguments with the workspace's vars but no `--env-file`, and `extra`.
+fn without_env_file(ws: &Workspace, command: &str, extra: &[&str], file: &Path) -> Vec<String> {
+    let mut args = vec![
+        command.to_string(),
+        "--vars-dir".into(),
+        ws.path("vars").display().to_string(),
+    ];
+    if command == "check" {
+        args.extend(["--plugins".into(), ws.path("plugins.json").display().to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(file.display().to_string());
+    args
+}
+
+/// Item 3: without `--env-file` or `--template-env-allow`, `check` and `render` (and `plan`,
+/// which judges the same way) show templates no env var, not CI's environment.
+#[test]
+fn check_and_render_read_no_env_var_unless_env_file_or_template_env_allow_says_so() {
+    let ws = Workspace::new();
+    let secret = "ci-token-value-1234";
+    let envs = [("CI_DEPLOY_TOKEN".to_string(), secret.to_string())];
+    let template = r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "token": env.CI_DEPLOY_TOKEN, "d": (env.CI_UNSET // "dflt")}}"#;
+    let file = ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", template)]));
+    let run = |command: &str, extra: &[&str]| {
+        let out = cli::run_in(None, &without_env_file(&ws, command, extra, &file), None, &envs);
+        out.assert_no_secrets();
+        out
+    };
+    let denied = run("check", &[]);
+    assert_rejected(
+        &denied,
+        &[
+            "env.CI_DEPLOY_TOKEN is not available to templates (check, plan and render read no env var unless --env-file FILE stands in for the environment or --template-env-allow REGEX names those to read) (used by config key `token`)",
+        ],
+    );
+    assert!(!denied.all().contains(secret), "{}", denied.all());
+    let denied = run("render", &["--reveal"]);
+    assert_eq!(denied.code, 1, "{}", denied.all());
+    assert!(denied.stderr.contains("--template-env-allow"), "{}", denied.all());
+    assert!(!denied.all().contains(secret), "{}", denied.all());
+    // Allowed by name: the process environment, filtered.
+    let allowed = run("check", &["--template-env-allow", "CI_DEPLOY_.*"]);
+    assert_eq!(allowed.code, 0, "{}", allowed.all());
+    let shown = run("render", &["--template-env-allow", "CI_DEPLOY_.*"]);
+    assert_eq!(
+        shown.stdout.trim(),
+        r#"{"name":"x","config":{"connector.class":"FileStreamSink","d":"dflt","name":"x","token":"⟨env.CI_DEPLOY_TOKEN⟩"}}"#
+    );
+    let revealed = run("render", &["--template-env-allow", "CI_DEPLOY_.*", "--reveal"]);
+    assert!(revealed.stdout.contains(secret), "{}", revealed.all());
+    // An env file stands in for the environment: the process's is not read.
+    let env_file = ws.write("ci.env", "CI_DEPLOY_TOKEN=stand-in\n");
+    let filed = run("render", &["--env-file", env_file.to_str().unwrap(), "--reveal"]);
+    assert!(filed.stdout.contains("\"token\":\"stand-in\""), "{}", filed.all());
+    // A default keeps a template working without any env.
+    let file = ws.write(
+        "cm.yaml",
+        &configmap(
+            "cm",
+            &[],
+            &[(
+                "c.json",
+                r#"{"name": "x", "config": {"connector.class": "FileStreamSink", "token": (env.CI_DEPLOY_TOKEN // "none")}}"#,
+            )],
+        ),
+    );
+    let out = cli::run_in(
+        None,
+        &without_env_file(&ws, "render", &["--reveal"], &file),
+        None,
+        &envs,
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("\"token\":\"none\""), "{}", out.all());
+}

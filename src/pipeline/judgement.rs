@@ -26,6 +26,7 @@ use crate::pipeline::render::evaluation::{Bindings, Outcome, Request};
 use crate::pipeline::render::inputs::TemplateInputs;
 use crate::pipeline::render::sandbox::{Renderer, SandboxError};
 use crate::pipeline::render::secrets::{PLACEHOLDER_OPEN, Secret, env_placeholder, var_placeholder};
+use crate::pipeline::render::template;
 
 /// How the plugin check is done for this judgement.
 #[derive(Clone, Copy, Debug)]
@@ -508,6 +509,12 @@ fn outcome_value(outcome: Outcome, inputs: &TemplateInputs) -> Result<Value, Vec
                         name: u.name,
                         pos: u.pos,
                         available: inputs.vars.keys().map(|k| format!("${k}")).collect(),
+                    },
+                    ("filter", _) if let Some(unstable) = template::unstable(&u.name) => Problem::Unstable {
+                        name: u.name,
+                        pos: u.pos,
+                        why: unstable.why,
+                        instead: unstable.instead,
                     },
                     _ => Problem::UndefinedFilter {
                         kind: u.kind,

@@ -31,12 +31,13 @@ pub enum Rule {
     Operation,
     Reference,
     SecretsAsReferences,
+    Unstable,
     Warning,
 }
 
 impl Rule {
     /// Every rule, in the order a SARIF log lists them.
-    pub const ALL: [Rule; 23] = [
+    pub const ALL: [Rule; 24] = [
         Rule::TemplateSyntax,
         Rule::UndefinedVariable,
         Rule::UndefinedFilter,
@@ -59,6 +60,7 @@ impl Rule {
         Rule::Operation,
         Rule::Reference,
         Rule::SecretsAsReferences,
+        Rule::Unstable,
         Rule::Warning,
     ];
 
@@ -87,6 +89,7 @@ impl Rule {
             Rule::Operation => "day2-operation",
             Rule::Reference => "config-provider-reference",
             Rule::SecretsAsReferences => "secrets-as-references",
+            Rule::Unstable => "nondeterministic-filter",
             Rule::Warning => "warning",
         }
     }
@@ -116,6 +119,9 @@ impl Rule {
             Rule::Operation => "A restart or offsets operation cannot be done as declared.",
             Rule::Reference => "A config-provider reference would not resolve on the worker.",
             Rule::SecretsAsReferences => "An input cannot be sent to Connect as a config-provider reference.",
+            Rule::Unstable => {
+                "The template uses a filter whose value changes from one render to the next (now, the local time zone)."
+            }
             Rule::Warning => "The connector is accepted with a warning.",
         }
     }

@@ -73,6 +73,15 @@ pub enum Problem {
     UnusableVar { name: String, pos: Pos, reason: String },
     #[error("unknown {kind} `{name}` at {pos}")]
     UndefinedFilter { kind: String, name: String, pos: Pos },
+    /// A filter whose value changes from one render to the next (`now`): left out of the
+    /// sandbox's definitions.
+    #[error("`{name}` at {pos} {why}; a connector config must render the same each time ({instead})")]
+    Unstable {
+        name: String,
+        pos: Pos,
+        why: &'static str,
+        instead: &'static str,
+    },
     #[error("env.{name} is not set{}", used_by(keys))]
     EnvUnset { name: String, keys: Vec<String> },
     #[error("env.{name} is not available to templates ({reason}){}", used_by(keys))]
@@ -161,6 +170,7 @@ impl Problem {
                 return at(Rule::UndefinedVariable, pos);
             }
             Problem::UndefinedFilter { pos, .. } => return at(Rule::UndefinedFilter, pos),
+            Problem::Unstable { pos, .. } => return at(Rule::Unstable, pos),
             // The placeholder render's problem is what is shown, at its position.
             Problem::Differs(shown) => return shown.kind(),
             Problem::EnvUnset { .. } | Problem::EnvHidden { .. } => Rule::EnvUnavailable,
@@ -210,6 +220,7 @@ impl Problem {
             | Problem::UndefinedVar { .. }
             | Problem::UnusableVar { .. }
             | Problem::UndefinedFilter { .. }
+            | Problem::Unstable { .. }
             | Problem::TooLarge
             | Problem::Sandbox(_)
             | Problem::EmptyTemplate

@@ -39,3 +39,50 @@ fn shown_problems_come_from_the_placeholder_render_or_hold_no_value() {
         "template must produce exactly one object, it produced 5 outputs (with placeholders for the variable and env values; the real message differs and is withheld)"
     );
 }
+
+#[test]
+fn a_filter_that_renders_differently_each_time_is_rejected_at_its_position_with_why() {
+    use crate::pipeline::check::problem_kinds::Rule;
+    use crate::pipeline::render::evaluation::{Pos, Undefined};
+    let pos = Pos { line: 2, column: 14 };
+    let undefined = |name: &str| {
+        Outcome::Undefined(vec![Undefined {
+            kind: "filter".into(),
+            name: name.into(),
+            pos: pos.clone(),
+        }])
+    };
+    let problems = outcome_value(undefined("now"), &TemplateInputs::default()).unwrap_err();
+    assert_eq!(
+        problems[0].to_string(),
+        "`now` at template line 2, column 14 gives a different value on every render; a connector config must render the same each time (write the time out, or read it from a variable)"
+    );
+    assert_eq!(problems[0].kind().rule, Rule::Unstable);
+    assert_eq!(problems[0].kind().pos, Some(pos.clone()));
+    assert_eq!(problems[0].without_values(), None);
+    let problems = outcome_value(undefined("localtime"), &TemplateInputs::default()).unwrap_err();
+    assert_eq!(
+        problems[0].to_string(),
+        "`localtime` at template line 2, column 14 depends on the time zone of the machine that renders it; a connector config must render the same each time (use gmtime, which is UTC)"
+    );
+    // Other unknown filters stay unknown.
+    let problems = outcome_value(undefined("input"), &TemplateInputs::default()).unwrap_err();
+    assert_eq!(
+        problems[0].to_string(),
+        "unknown filter `input` at template line 2, column 14"
+    );
+}
+
+#[test]
+fn an_env_var_read_where_none_is_given_is_hidden_naming_both_flags() {
+    let inputs = TemplateInputs {
+        env_closed: true,
+        ..TemplateInputs::default()
+    };
+    let reason = inputs.env_hidden_reason("DB_PASSWORD").unwrap();
+    assert!(
+        reason.contains("--env-file") && reason.contains("--template-env-allow"),
+        "{reason}"
+    );
+    assert_eq!(TemplateInputs::default().env_hidden_reason("DB_PASSWORD"), None);
+}

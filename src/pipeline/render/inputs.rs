@@ -14,6 +14,9 @@ use crate::pipeline::parse::properties;
 /// Env vars with this prefix configure connect-gate itself and are never visible to templates.
 pub const OWN_ENV_PREFIX: &str = "CONNECT_GATE_";
 
+/// Why a template sees no env var under [`InputSources::load_closed`].
+pub const CLOSED_ENV_REASON: &str = "check, plan and render read no env var unless --env-file FILE stands in for the environment or --template-env-allow REGEX names those to read";
+
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("cannot read vars dir {}: {source}", dir.display())]
@@ -40,6 +43,9 @@ pub struct TemplateInputs {
     pub env_allow: Option<String>,
     /// Where each usable variable is defined: what references mode writes in its place.
     pub origins: BTreeMap<String, VarOrigin>,
+    /// No env var is visible because none was given ([`InputSources::load_closed`]): explains
+    /// every env var a template reads.
+    pub env_closed: bool,
 }
 
 /// The file a variable comes from, as a worker's config provider reads it.
@@ -73,7 +79,20 @@ pub struct InputSources {
 }
 
 impl InputSources {
+    /// The inputs, with the process environment standing in for env when there is no env file.
     pub fn load(&self) -> Result<TemplateInputs, InputError> {
+        self.load_env(true)
+    }
+
+    /// As [`Self::load`], but templates read the process environment only through
+    /// `--template-env-allow`: with neither it nor an env file they see no env var at all. What
+    /// `check`, `plan` and `render` read, so that a template under review cannot read the
+    /// environment of the CI job that checks it.
+    pub fn load_closed(&self) -> Result<TemplateInputs, InputError> {
+        self.load_env(false)
+    }
+
+    fn load_env(&self, process_env_by_default: bool) -> Result<TemplateInputs, InputError> {
         let mut defined: BTreeMap<String, Vec<Definition>> = BTreeMap::new();
         for dir in &self.vars_dirs {
             for d in read_vars_dir(dir)? {
@@ -106,8 +125,10 @@ impl InputSources {
                 (None, _) => {}
             }
         }
+        let env_closed = !process_env_by_default && self.env_file.is_none() && self.env_allow.is_none();
         let raw_env = match &self.env_file {
             Some(file) => read_env_file(file)?.into_iter().map(|(k, v)| (k, Ok(v))).collect(),
+            None if env_closed => vec![],
             None => process_env(),
         };
         let allow = self
@@ -134,6 +155,7 @@ impl InputSources {
             unusable_env,
             env_allow: self.env_allow.clone(),
             origins,
+            env_closed,
         })
     }
 }
@@ -183,6 +205,9 @@ impl TemplateInputs {
         }
         if name.starts_with(OWN_ENV_PREFIX) {
             return Some(format!("{OWN_ENV_PREFIX}* variables are connect-gate's own settings"));
+        }
+        if self.env_closed {
+            return Some(CLOSED_ENV_REASON.into());
         }
         let allow = self.env_allow.as_deref()?;
         let re = Regex::new(&format!("^(?:{allow})$")).ok()?;
@@ -432,6 +457,42 @@ mod tests {
         assert_eq!(inputs.vars["GOOD"].expose(), "fine");
         assert_eq!(inputs.vars["CAFÉ"].expose(), "crème");
         assert!(inputs.unusable_vars["BINARY_KEY"].contains("is not UTF-8 text"));
+    }
+
+    /// `check`, `plan` and `render` (`load_closed`) show templates no env var unless
+    /// `--env-file` or `--template-env-allow` says so; the sidecar (`load`) the process's.
+    #[test]
+    fn the_cli_reads_no_process_env_unless_an_env_file_or_allow_regex_is_given() {
+        let none = InputSources::default();
+        let closed = none.load_closed().unwrap();
+        assert!(closed.env.is_empty() && closed.env_closed);
+        let why = closed.env_hidden_reason("PATH").unwrap();
+        assert!(
+            why.contains("--env-file") && why.contains("--template-env-allow"),
+            "{why}"
+        );
+        // The sidecar: the process environment, as before.
+        let open = none.load().unwrap();
+        assert!(open.env.contains_key("PATH") && !open.env_closed);
+        assert_eq!(open.env_hidden_reason("PATH"), None);
+        // --template-env-allow: the process environment, filtered.
+        let allowed = InputSources {
+            env_allow: Some("PATH|HOME".into()),
+            ..InputSources::default()
+        }
+        .load_closed()
+        .unwrap();
+        assert!(allowed.env.contains_key("PATH") && !allowed.env_closed);
+        assert!(allowed.env.keys().all(|k| k == "PATH" || k == "HOME"));
+        // --env-file: the file stands in, and nothing else.
+        let filed = InputSources {
+            env_file: Some(write_env("ONLY=1\n")),
+            ..InputSources::default()
+        }
+        .load_closed()
+        .unwrap();
+        assert_eq!(filed.env.keys().collect::<Vec<_>>(), ["ONLY"]);
+        assert_eq!(filed.env_hidden_reason("PATH"), None, "unset, not hidden");
     }
 
     #[test]

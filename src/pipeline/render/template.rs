@@ -71,8 +71,74 @@ pub fn child_main() -> std::process::ExitCode {
 }
 
 /// jaq's native `env` reads the whole process environment; templates get a definition over the
-/// filtered `$ENV` instead. (Other effects, such as `halt` or `debug`, stay inside the child.)
+/// filtered `$ENV` instead. `stderr` and `debug` write nowhere (the child has no logger), and
+/// `halt` and `halt_error` end the render, not the child ([`run`]).
 const BLOCKED_BUILTINS: &[&str] = &["env"];
+
+/// A jaq filter a template may not use because its value is not the template's: a connector
+/// config must render the same every time and on every machine (`check` in CI, the webhook,
+/// the reconciler), or the sidecar sees a change where there is none.
+#[derive(Debug)]
+pub struct Unstable {
+    pub name: &'static str,
+    /// What makes it change, after its name and position.
+    pub why: &'static str,
+    /// What to write instead.
+    pub instead: &'static str,
+}
+
+/// Every filter of the sandbox's jaq whose value changes from one render to the next: the
+/// clock, and the time zone of the machine that renders. They are left out of the sandbox's
+/// definitions, so a template naming one does not compile and is rejected at its position
+/// (`gmtime`, `mktime`, `strftime`, `strptime` and `todate` are UTC, the same everywhere).
+pub const UNSTABLE: &[Unstable] = &[
+    Unstable {
+        name: "now",
+        why: "gives a different value on every render",
+        instead: "write the time out, or read it from a variable",
+    },
+    Unstable {
+        name: "localtime",
+        why: "depends on the time zone of the machine that renders it",
+        instead: "use gmtime, which is UTC",
+    },
+    Unstable {
+        name: "strflocaltime",
+        why: "depends on the time zone of the machine that renders it",
+        instead: "use strftime, which formats in UTC",
+    },
+];
+
+/// The entry of [`UNSTABLE`] named `name`.
+pub fn unstable(name: &str) -> Option<&'static Unstable> {
+    UNSTABLE.iter().find(|u| u.name == name)
+}
+
+/// connect-gate's definitions, after jq's: `env` over the filtered `$ENV`, and `halt_error`,
+/// which in jaq prints its input and exits the process, ending the render with its input as the
+/// message ([`HALT_MESSAGE`], read by [`run`]).
+const PRELUDE: &str = "def env: $ENV;
+def halt_error($exit_code): halt_error_message, halt($exit_code);
+def halt_error: halt_error(5);";
+
+thread_local! {
+    /// What `halt_error` was given in the render under way, as jq prints it.
+    static HALT_MESSAGE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `halt_error_message`: keeps its input as the message of the `halt` that follows, outputs
+/// nothing.
+fn halt_error_message() -> jaq_core::native::Fun<jaq_core::data::JustLut<jaq_json::Val>> {
+    use jaq_json::Val;
+    jaq_core::native::run(("halt_error_message", jaq_core::native::v(0), |cv| {
+        let message = match &cv.1 {
+            Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).trim_end_matches('\n').to_string(),
+            other => other.to_string(),
+        };
+        HALT_MESSAGE.with(|m| *m.borrow_mut() = Some(message));
+        Box::new(std::iter::empty())
+    }))
+}
 
 type Filter = jaq_core::Filter<jaq_core::data::JustLut<jaq_json::Val>>;
 type Def = jaq_core::load::parse::Def<&'static str>;
@@ -107,7 +173,7 @@ pub struct Engine {
 
 impl Default for Engine {
     fn default() -> Self {
-        let prelude: Vec<Def> = jaq_core::load::parse("def env: $ENV;", |p| p.defs())
+        let prelude: Vec<Def> = jaq_core::load::parse(PRELUDE, |p| p.defs())
             .expect("prelude parses")
             .into_iter()
             .collect();
@@ -208,7 +274,8 @@ fn compile(defs: &[Def], code: &str, vars: &[String]) -> Result<Filter, Outcome>
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
-        .filter(|(name, _, _)| !BLOCKED_BUILTINS.contains(name));
+        .filter(|(name, _, _)| !BLOCKED_BUILTINS.contains(name) && unstable(name).is_none())
+        .chain([halt_error_message()]);
     let arena = Arena::default();
     let modules = Loader::new(defs.iter().cloned())
         .load(&arena, File { code, path: () })
@@ -234,19 +301,61 @@ fn compile(defs: &[Def], code: &str, vars: &[String]) -> Result<Filter, Outcome>
 
 /// Runs a compiled template against the values of one render.
 fn run(filter: &Filter, bindings: &Bindings) -> Outcome {
-    use jaq_core::{Ctx, Vars, data, unwrap_valr};
+    use jaq_core::{Ctx, Vars, data};
     use jaq_json::Val;
 
     let string = |s: &String| Val::from(s.clone());
     let env = bindings.env.iter().map(|(k, v)| (string(k), string(v))).collect();
     let values = bindings.vars.values().map(string).chain([Val::obj(env)]);
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new(values));
-    let mut outputs = filter.id.run((ctx, Val::Null)).map(unwrap_valr);
+    HALT_MESSAGE.with(|m| m.borrow_mut().take());
+    let mut outputs = filter.id.run((ctx, Val::Null)).map(|output| output.map_err(Stop::from));
     match (outputs.next(), outputs.next()) {
         (Some(Ok(value)), None) => Outcome::Value(with_literal_config_numbers(&value, to_json(&value))),
-        (Some(Err(e)), _) | (Some(Ok(_)), Some(Err(e))) => Outcome::Runtime(e.to_string()),
+        (Some(Err(stop)), _) | (Some(Ok(_)), Some(Err(stop))) => stop.outcome(),
         (None, _) => Outcome::OutputCount(0),
-        (Some(Ok(_)), Some(Ok(_))) => Outcome::OutputCount(2 + outputs.take(1000).count()),
+        // The outputs up to a `halt`, as jq prints them.
+        (Some(Ok(_)), Some(Ok(_))) => Outcome::OutputCount(
+            2 + outputs
+                .take(1000)
+                .take_while(|o| !matches!(o, Err(Stop::Halt(_))))
+                .count(),
+        ),
+    }
+}
+
+/// Why a render stopped short of its outputs: a jq error, or `halt` (jaq would exit the
+/// process: a template cannot end its sandbox that way).
+enum Stop {
+    Error(String),
+    Halt(i32),
+}
+
+impl<V: std::fmt::Display> From<jaq_core::Exn<'_, V>> for Stop {
+    fn from(exn: jaq_core::Exn<'_, V>) -> Self {
+        match exn.get_err() {
+            Ok(error) => Stop::Error(error.to_string()),
+            Err(exn) => match exn.get_halt() {
+                Ok(code) => Stop::Halt(code),
+                // jaq's own control flow, never seen at the top (a bug of jaq if it is).
+                Err(_) => Stop::Error("the template stopped unexpectedly".into()),
+            },
+        }
+    }
+}
+
+impl Stop {
+    /// A failed render: a `halt_error`'s message is its input; a `halt` is said to stop it.
+    fn outcome(self) -> Outcome {
+        Outcome::Runtime(match self {
+            Stop::Error(message) => message,
+            Stop::Halt(code) => match HALT_MESSAGE.with(|m| m.borrow_mut().take()) {
+                Some(message) if !message.is_empty() => message,
+                Some(_) => "`halt_error` with an empty message".into(),
+                None if code == 0 => "`halt` stops it before it produces a connector".into(),
+                None => format!("`halt({code})` stops it before it produces a connector"),
+            },
+        })
     }
 }
 
@@ -517,6 +626,81 @@ mod tests {
         let Outcome::Value(v) = out else { panic!("{out:?}") };
         assert_eq!(v, "hidden");
         assert!(matches!(run("input", &[], &[]), Outcome::Undefined(_)));
+    }
+
+    #[test]
+    fn filters_that_render_differently_each_time_are_not_defined_in_the_sandbox() {
+        for (code, name, pos) in [
+            ("{\"name\": \"n\", \"t\": now}", "now", Pos { line: 1, column: 20 }),
+            ("0 |\n  localtime", "localtime", Pos { line: 2, column: 3 }),
+            ("0 | strflocaltime(\"%H\")", "strflocaltime", Pos { line: 1, column: 5 }),
+        ] {
+            let out = run(code, &[], &[]);
+            let Outcome::Undefined(undefined) = &out else {
+                panic!("{code}: {out:?}")
+            };
+            assert_eq!(
+                (
+                    undefined[0].kind.as_str(),
+                    undefined[0].name.as_str(),
+                    &undefined[0].pos
+                ),
+                ("filter", name, &pos),
+                "{code}"
+            );
+            assert!(unstable(name).is_some());
+        }
+        // UTC time is the same everywhere, and a template's own `now` is its own.
+        let out = run(
+            r#"[0 | todate, (0 | gmtime | mktime), (86400 | strftime("%Y-%m-%d")), ("1970-01-02T00:00:00Z" | fromdate), (def now: 7; now)]"#,
+            &[],
+            &[],
+        );
+        let Outcome::Value(v) = out else { panic!("{out:?}") };
+        assert_eq!(
+            v,
+            serde_json::json!(["1970-01-01T00:00:00Z", 0, "1970-01-02", 86400, 7])
+        );
+    }
+
+    #[test]
+    fn halt_error_fails_the_render_with_its_input_as_the_message() {
+        let message = |code: &str| match run(code, &[("PW", "hunter2")], &[]) {
+            Outcome::Runtime(message) => message,
+            other => panic!("{code}: {other:?}"),
+        };
+        assert_eq!(message(r#""boom" | halt_error"#), "boom");
+        assert_eq!(message(r#""boom\n" | halt_error(1)"#), "boom");
+        assert_eq!(message(r#"{"a": 1} | halt_error"#), r#"{"a":1}"#);
+        assert_eq!(message(r#""x-\($PW)" | halt_error"#), "x-hunter2");
+        assert_eq!(message(r#""" | halt_error"#), "`halt_error` with an empty message");
+        // Not caught by `try`, as in jq; a message kept by one render is not another's.
+        assert_eq!(message(r#"try ("boom" | halt_error) catch "caught""#), "boom");
+        assert_eq!(message("halt"), "`halt` stops it before it produces a connector");
+    }
+
+    #[test]
+    fn halt_ends_the_render_with_a_message_not_the_sandbox() {
+        let mut engine = Engine::default();
+        let bindings = Bindings {
+            vars: BTreeMap::new(),
+            env: BTreeMap::new(),
+        };
+        for (code, expected) in [
+            ("halt", "`halt` stops it before it produces a connector"),
+            ("{} | halt(3)", "`halt(3)` stops it before it produces a connector"),
+            (r#""bye" | halt_error"#, "bye"),
+            ("halt", "`halt` stops it before it produces a connector"),
+        ] {
+            let out = engine.eval(code, &bindings);
+            assert!(matches!(&out, Outcome::Runtime(m) if m == expected), "{code}: {out:?}");
+        }
+        // The outputs before a halt are what jq prints.
+        assert!(matches!(
+            engine.eval("1, 2, halt, 3", &bindings),
+            Outcome::OutputCount(2)
+        ));
+        assert!(matches!(engine.eval("1", &bindings), Outcome::Value(_)));
     }
 
     #[test]
