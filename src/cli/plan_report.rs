@@ -13,7 +13,7 @@ use crate::pipeline::check::verdict::Connector;
 use crate::pipeline::render::secrets::mask;
 use crate::reconcile::day2::OffsetsChange;
 use crate::reconcile::live::Live;
-use crate::reconcile::plan::{Action, AppliedHash, Cause};
+use crate::reconcile::plan::{Action, AppliedHash, Cause, Trigger};
 
 /// Keys Connect adds to a config it returns: never a difference.
 const ADDED_BY_CONNECT: [&str; 2] = ["name", "__internal.config.version"];
@@ -189,12 +189,15 @@ pub fn change(destination: &str, action: &Action, desired: Option<&Desired>, liv
             None,
             None,
         ),
-        Action::Restart { token, only_failed, .. } => (
+        Action::Restart {
+            trigger, only_failed, ..
+        } => (
             Kind::Restart,
             None,
-            Some(match token {
-                Some(t) => format!("token {t}{}", if *only_failed { ", failed parts only" } else { "" }),
-                None => "--auto-restart: its failed parts".into(),
+            Some(match trigger {
+                Trigger::Token(t) => format!("token {t}{}", if *only_failed { ", failed parts only" } else { "" }),
+                Trigger::Failed => "--auto-restart: its failed parts".into(),
+                Trigger::Rotation => "a file its references read changed".into(),
             }),
         ),
         Action::Offsets { token, change, .. } => (

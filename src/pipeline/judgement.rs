@@ -17,7 +17,7 @@ use crate::pipeline::check::duplicates::settle;
 use crate::pipeline::check::operations;
 use crate::pipeline::check::plugins::Catalog;
 use crate::pipeline::check::providers::WorkerConfig;
-use crate::pipeline::check::references::{Unresolvable, check_config};
+use crate::pipeline::check::references::{Unresolvable, check_config, files_read};
 use crate::pipeline::check::secrets_as::{SecretsAs, as_references};
 use crate::pipeline::check::shape::check_shape;
 use crate::pipeline::check::verdict::{Connector, Desired, Problem, State, Verdict};
@@ -399,27 +399,31 @@ fn send_inputs(
     check: DestinationCheck<'_>,
     warnings: &mut Vec<String>,
 ) -> Vec<Problem> {
-    let (SecretsAs::References, Some(worker)) = (check.secrets_as, check.providers) else {
-        if let (SecretsAs::References, Some(cloud)) = (check.secrets_as, check.cloud) {
+    let problems = match (check.secrets_as, check.providers, check.cloud) {
+        (SecretsAs::References, Some(worker), _) => match as_references(&real.config, &shown.config, inputs, worker) {
+            Ok(done) => {
+                // A reference names a file and a key, never a value: what is shown is what is sent.
+                for key in &done.converted {
+                    shown.config.insert(key.clone(), done.config[key].clone());
+                }
+                real.config = done.config;
+                warnings.extend(done.warnings);
+                vec![]
+            }
+            Err(problems) => problems.into_iter().map(Problem::from).collect(),
+        },
+        (SecretsAs::References, None, Some(cloud)) => {
             warnings.push(format!(
                 "destination {cloud} is Confluent Cloud, which has no config providers: inputs are sent as values"
             ));
-        }
-        return vec![];
-    };
-    match as_references(&real.config, &shown.config, inputs, worker) {
-        Ok(done) => {
-            // A reference names a file and a key, never a value: what is shown is what is sent.
-            for key in &done.converted {
-                shown.config.insert(key.clone(), done.config[key].clone());
-            }
-            real.config = done.config;
-            real.referenced_files = done.files;
-            warnings.extend(done.warnings);
             vec![]
         }
-        Err(problems) => problems.into_iter().map(Problem::from).collect(),
+        _ => vec![],
+    };
+    if let Some(worker) = check.providers {
+        real.referenced_files = files_read(&real.config, worker);
     }
+    problems
 }
 
 /// The problems to show for the real render's: the placeholder render's own of the same kind

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod live;
 mod pass;
 pub mod plan;
+mod rotation;
 pub mod status;
 pub mod watch;
 pub mod worker;
@@ -173,6 +174,8 @@ struct Memory {
     operations: BTreeMap<String, BTreeMap<String, day2::Record>>,
     /// The per-connector series last exported.
     reported_series: ConnectorSeries,
+    /// The files each connector's references read, as it was last started with them.
+    rotation: rotation::Rotation,
     unsettled: u32,
 }
 

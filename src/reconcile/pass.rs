@@ -13,11 +13,11 @@ use super::fanout::{Placed, hold, homes, merge, touched};
 use super::input::{cm_input, interest, plan_destination};
 use super::ledger::Ledger;
 use super::live::{Live, LiveState};
-use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, PlanMemory, PlanOptions};
+use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, PlanMemory, PlanOptions, Trigger};
 use super::status::{self, Facts, Note, Places};
 use super::watch::ours;
 use super::worker::{ActionError, Worker};
-use super::{ReconcileError, Reconciler, Rejection, Restarts};
+use super::{ReconcileError, Reconciler, Rejection, Restarts, rotation};
 use crate::connect::destinations::LOCAL;
 use crate::connect::registry::Destination;
 use crate::metrics::{ConnectorLabels, ConnectorSeries, ConnectorStateLabels, OperationLabels, StateLabels};
@@ -101,6 +101,19 @@ impl Reconciler {
                 _ => None,
             })
             .collect();
+
+        // Connectors whose referenced files changed since they were last started.
+        let versions: BTreeMap<String, String> = cms
+            .iter()
+            .flat_map(|cm| cm.input.keys.iter())
+            .filter_map(|d| match &d.decl {
+                Decl::Apply(c) if !c.referenced_files.is_empty() => {
+                    Some((c.name.clone(), rotation::version(&c.referenced_files)))
+                }
+                _ => None,
+            })
+            .collect();
+        let rotated = self.memory.rotation.changed(versions);
 
         let mut stored = self.writer.read_ledger().await?;
         let ledgers = stored.ledger.clone();
@@ -197,6 +210,7 @@ impl Reconciler {
                         .map(|(n, _)| n.clone())
                         .collect(),
                 },
+                rotated: rotated.clone(),
             };
             let ledger = ledgers.get(id);
             let (_, plan) = plan_destination(&active, &ledgers, d, live, &memory, flags, &self.applied_hash);
@@ -290,7 +304,12 @@ impl Reconciler {
                 continue;
             }
             acted += 1;
-            if let Action::Restart { name, token: None, .. } = action {
+            if let Action::Restart {
+                name,
+                trigger: Trigger::Failed,
+                ..
+            } = action
+            {
                 let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                 r.next = Instant::now() + r.backoff.next().unwrap_or_default();
             }
@@ -316,15 +335,29 @@ impl Reconciler {
                     match action {
                         Action::Put { name, cause, .. } => {
                             self.memory.worker_rejected.remove(name);
+                            // A written config restarts the connector, which resolves anew.
+                            self.memory.rotation.restarted(name);
                             if cause.is_drift() {
                                 self.metrics.drift_reverts.inc();
                             }
                         }
-                        Action::Restart { name, token: None, .. } => {
+                        Action::Restart {
+                            name,
+                            trigger: Trigger::Failed,
+                            ..
+                        } => {
                             let r = self.memory.restarts.entry(name.clone()).or_insert_with(Restarts::new);
                             r.total += 1;
                             done = Done::Restarted(r.total);
                             self.count_operation("auto-restart", "ok");
+                        }
+                        Action::Restart {
+                            name,
+                            trigger: Trigger::Rotation,
+                            ..
+                        } => {
+                            self.memory.rotation.restarted(name);
+                            self.count_operation("rotation-restart", "ok");
                         }
                         Action::Restart { .. } => self.count_operation("restart", "ok"),
                         Action::Offsets { name, .. } => {
@@ -491,7 +524,7 @@ impl Reconciler {
         match action {
             Action::Restart {
                 name,
-                token: Some(token),
+                trigger: Trigger::Token(token),
                 ..
             } => {
                 self.count_operation("restart", "failed");
@@ -519,7 +552,14 @@ impl Reconciler {
                     });
                 }
             }
-            Action::Restart { token: None, .. } => self.count_operation("auto-restart", "failed"),
+            Action::Restart {
+                trigger: Trigger::Failed,
+                ..
+            } => self.count_operation("auto-restart", "failed"),
+            Action::Restart {
+                trigger: Trigger::Rotation,
+                ..
+            } => self.count_operation("rotation-restart", "failed"),
             _ => {}
         }
     }
@@ -814,7 +854,7 @@ impl Done {
                 Done::Ok,
                 Action::Restart {
                     name,
-                    token: Some(token),
+                    trigger: Trigger::Token(token),
                     only_failed,
                     ..
                 },
@@ -858,6 +898,20 @@ impl Done {
                     phase: Phase::Done,
                     result: Some(message),
                 });
+            }
+            (
+                Done::Ok,
+                Action::Restart {
+                    name,
+                    trigger: Trigger::Rotation,
+                    ..
+                },
+            ) => {
+                cm.written.insert(name.clone());
+                cm.notes.push(Note::normal(
+                    "RestartedForRotation",
+                    format!("connector {name}: restarted with its tasks, since a file its config-provider references read changed"),
+                ));
             }
             (Done::Restarted(n), Action::Restart { name, .. }) => {
                 cm.written.insert(name.clone());

@@ -88,6 +88,18 @@ impl Transition {
     }
 }
 
+/// Why a connector is restarted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// `--auto-restart`: its failed parts.
+    Failed,
+    /// A declared `restart` token.
+    Token(String),
+    /// A file its references read changed: the worker resolves references only when it starts
+    /// a connector, and the built-in providers give no TTL.
+    Rotation,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// `PUT /connectors/{name}/config`; when `stopped`, it does not exist yet and is created
@@ -108,13 +120,12 @@ pub enum Action {
     },
     /// `PUT /connectors/{name}/{pause,resume,stop}`.
     State { cm: String, name: String, to: Transition },
-    /// `POST /connectors/{name}/restart?includeTasks=true&onlyFailed=...`: `--auto-restart`
-    /// (only failed parts, no token) or a declared `restart` token.
+    /// `POST /connectors/{name}/restart?includeTasks=true&onlyFailed=...`.
     Restart {
         cm: String,
         name: String,
         only_failed: bool,
-        token: Option<String>,
+        trigger: Trigger,
     },
     /// `DELETE` or `PATCH /connectors/{name}/offsets`, for a declared `offsets` token.
     Offsets {
@@ -200,6 +211,8 @@ pub struct PlanMemory {
     /// FAILED connectors whose restart backoff has elapsed.
     pub restart_ready: BTreeSet<String>,
     pub day2: day2::Waiting,
+    /// Running connectors whose referenced files changed since they were last started.
+    pub rotated: BTreeSet<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -544,7 +557,14 @@ pub fn plan(
                         cm: cm.name.clone(),
                         name: name.to_string(),
                         only_failed: restart.only_failed,
-                        token: Some(restart.token.clone()),
+                        trigger: Trigger::Token(restart.token.clone()),
+                    });
+                } else if state == State::Running && !step.holds_state && memory.rotated.contains(*name) {
+                    states.push(Action::Restart {
+                        cm: cm.name.clone(),
+                        name: name.to_string(),
+                        only_failed: false,
+                        trigger: Trigger::Rotation,
                     });
                 } else if state == State::Running
                     && !step.holds_state
@@ -556,7 +576,7 @@ pub fn plan(
                         cm: cm.name.clone(),
                         name: name.to_string(),
                         only_failed: true,
-                        token: None,
+                        trigger: Trigger::Failed,
                     });
                 }
             }

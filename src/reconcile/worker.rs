@@ -242,7 +242,7 @@ impl Worker {
             Action::Restart {
                 name,
                 only_failed,
-                token,
+                trigger,
                 ..
             } => {
                 let path = format!(
@@ -252,7 +252,7 @@ impl Worker {
                 let r = self.call(Method::POST, &path, None).await?;
                 match r.status.as_u16() {
                     200 | 202 | 204 => {
-                        tracing::info!(connector = %name, only_failed, token = token.as_deref(), "restarted");
+                        tracing::info!(connector = %name, only_failed, ?trigger, "restarted");
                         Ok(None)
                     }
                     _ => Err(fail("restart", &r)),

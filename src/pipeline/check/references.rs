@@ -8,7 +8,7 @@
 //! recursively; the first colon ends the alias, the second the path, and no part holds `}`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -175,6 +175,23 @@ pub fn check_config(
         }
     }
     findings
+}
+
+/// The files the worker reads to resolve `config`'s references to its file and directory
+/// providers: a change to one is seen by a connector only when it is restarted.
+pub fn files_read(config: &BTreeMap<String, String>, worker: &WorkerConfig) -> BTreeSet<PathBuf> {
+    let mut files = BTreeSet::new();
+    for reference in config.values().flat_map(|v| references(v)) {
+        let (Some(provider), Some(path)) = (worker.providers.get(reference.alias), reference.path) else {
+            continue;
+        };
+        match provider.kind {
+            Kind::File => files.insert(PathBuf::from(path)),
+            Kind::Directory => files.insert(Path::new(path).join(reference.key)),
+            _ => false,
+        };
+    }
+    files
 }
 
 fn check_one(key: &str, r: &Reference, provider: &Provider, unresolvable: Unresolvable, out: &mut Findings) {

@@ -82,13 +82,12 @@ fn names_or_inputs(names: &[String]) -> String {
     }
 }
 
-/// A config with its inputs turned into references, and the files those references read.
+/// A config with its inputs turned into references.
 #[derive(Debug, Default)]
 pub struct AsReferences {
     pub config: BTreeMap<String, String>,
     /// The keys whose inputs became references: their value holds none, so it may be shown.
     pub converted: BTreeSet<String>,
-    pub files: BTreeSet<PathBuf>,
     pub warnings: Vec<String>,
 }
 
@@ -130,10 +129,7 @@ pub fn as_references(
         }
         let mut failed = false;
         let reference = fill(&pieces, |p| match p.reference(key, inputs, worker) {
-            Ok((text, file)) => {
-                out.files.extend(file);
-                Some(text)
-            }
+            Ok(text) => Some(text),
             Err(problem) => {
                 problems.push(problem);
                 failed = true;
@@ -206,13 +202,8 @@ impl Piece<'_> {
         }
     }
 
-    /// The reference the worker resolves to this input, and the file it reads.
-    fn reference(
-        &self,
-        key: &str,
-        inputs: &TemplateInputs,
-        worker: &WorkerConfig,
-    ) -> Result<(String, Option<PathBuf>), SecretsAsProblem> {
+    /// The reference the worker resolves to this input.
+    fn reference(&self, key: &str, inputs: &TemplateInputs, worker: &WorkerConfig) -> Result<String, SecretsAsProblem> {
         let input = self.name().unwrap_or_default();
         let provider = |kind: Kind, what: &'static str, class: &'static str| {
             worker.alias_of(kind).ok_or_else(|| SecretsAsProblem::NoProvider {
@@ -235,7 +226,7 @@ impl Piece<'_> {
                         alias: p.alias.clone(),
                     });
                 }
-                Ok((format!("${{{}:{name}}}", p.alias), None))
+                Ok(format!("${{{}:{name}}}", p.alias))
             }
             Piece::Var(name) => {
                 // The placeholder render only names variables that exist.
@@ -268,7 +259,7 @@ impl Piece<'_> {
                         path: text,
                     });
                 }
-                Ok((format!("${{{}:{text}:{entry}}}", p.alias), Some(origin.file())))
+                Ok(format!("${{{}:{text}:{entry}}}", p.alias))
             }
         }
     }

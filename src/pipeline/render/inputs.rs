@@ -58,16 +58,6 @@ pub enum VarOrigin {
     File { dir: PathBuf, name: String },
 }
 
-impl VarOrigin {
-    /// The file whose change changes the variable.
-    pub fn file(&self) -> PathBuf {
-        match self {
-            VarOrigin::Properties { file, .. } => file.clone(),
-            VarOrigin::File { dir, name } => dir.join(name),
-        }
-    }
-}
-
 /// Where the inputs come from; `load` reads them afresh so a rotated Secret volume is seen.
 #[derive(Clone, Debug, Default)]
 pub struct InputSources {

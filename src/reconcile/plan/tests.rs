@@ -78,10 +78,21 @@ fn summary(plan: &Plan) -> Vec<String> {
             Action::Put { name, cause, .. } => format!("put {name} {cause:?}"),
             Action::Delete { name, cause, .. } => format!("delete {name} {cause:?}"),
             Action::State { name, to, .. } => format!("{} {name}", to.verb()),
-            Action::Restart { name, token: None, .. } => format!("restart {name}"),
             Action::Restart {
-                name, token: Some(t), ..
+                name,
+                trigger: Trigger::Token(t),
+                ..
             } => format!("restart {name} for {t}"),
+            Action::Restart {
+                name,
+                trigger: Trigger::Failed,
+                ..
+            } => format!("restart {name}"),
+            Action::Restart {
+                name,
+                trigger: Trigger::Rotation,
+                ..
+            } => format!("restart {name} for rotation"),
             Action::Offsets { name, token, .. } => format!("offsets {name} for {token}"),
         })
         .collect()
@@ -705,4 +716,26 @@ fn a_restart_token_restarts_once_in_place_of_the_auto_restart() {
         ["restart a"],
         "the token is spent; --auto-restart goes on"
     );
+}
+
+#[test]
+fn a_running_connector_whose_referenced_files_changed_is_restarted_with_its_tasks() {
+    let a = connector("a", &[("password", "${dir:/mnt/secret:password}")], None);
+    let mut paused = connector("p", &[], None);
+    paused.state = Some(State::Paused);
+    let live: LiveState = [
+        ("a".to_string(), live_of(&a, "RUNNING")),
+        ("p".to_string(), live_of(&paused, "PAUSED")),
+    ]
+    .into();
+    let cms = [cm("cm", vec![apply("a", a), apply("p", paused)], &[])];
+    let memory = PlanMemory {
+        rotated: ["a".to_string(), "p".to_string()].into(),
+        ..PlanMemory::default()
+    };
+    let options = PlanOptions::default();
+    let planned = plan(&cms, &live, &owning_all(&cms, &live), &memory, options, &keyed());
+    // A paused connector is not restarted: it stays due until it runs again.
+    assert_eq!(summary(&planned), ["restart a for rotation"]);
+    assert!(matches!(planned.actions[0], Action::Restart { only_failed: false, .. }));
 }
