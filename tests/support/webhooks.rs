@@ -19,6 +19,11 @@ pub struct Webhook {
 
 impl Webhook {
     pub async fn start(env: &TestEnv, dir: &Path) -> Webhook {
+        Self::start_with(env, dir, &dir.join("webhook-vars"), &[]).await
+    }
+
+    /// With template variables in `vars` and further `serve` flags.
+    pub async fn start_with(env: &TestEnv, dir: &Path, vars: &Path, extra: &[String]) -> Webhook {
         let certs = dir.join("webhook-certs");
         let status = std::process::Command::new(BIN)
             .arg("certs")
@@ -29,8 +34,7 @@ impl Webhook {
             .status()
             .unwrap();
         assert!(status.success(), "connect-gate certs failed");
-        let vars = dir.join("webhook-vars");
-        std::fs::create_dir_all(&vars).unwrap();
+        std::fs::create_dir_all(vars).unwrap();
         let (port, metrics_port) = (free_port(), free_port());
         let path = |p: &Path| p.to_str().unwrap().to_string();
         let args: Vec<String> = [
@@ -42,9 +46,11 @@ impl Webhook {
             format!("--metrics-listen=127.0.0.1:{metrics_port}"),
             format!("--tls-cert={}", path(&certs.join("tls.crt"))),
             format!("--tls-key={}", path(&certs.join("tls.key"))),
-            format!("--vars-dir={}", path(&vars)),
+            format!("--vars-dir={}", path(vars)),
         ]
-        .into();
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect();
         let process = Process::spawn(&args, &[], dir.join(format!("webhook-{port}.log")));
         let readyz = format!("http://127.0.0.1:{metrics_port}/readyz");
         eventually("the webhook to be ready", Duration::from_secs(60), || async {
