@@ -103,7 +103,6 @@ async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<
     let err = |e: &dyn std::fmt::Display| UsageError(e.to_string());
     // Not the process environment unless asked: a template under review must not read CI's.
     let inputs = args.template.sources().load_closed().map_err(|e| err(&e))?;
-    let worker = args.providers.load().map_err(UsageError)?;
     let destinations = args
         .destinations
         .as_deref()
@@ -131,14 +130,12 @@ async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<
         let catalog = ConnectClient::new(url).plugins().await.map_err(|e| err(&e))?;
         catalogs.insert(LOCAL.into(), catalog);
     }
+    let workers = workers(args, destinations.as_ref())?;
     let offline: Vec<Offline> = cms
         .iter()
-        .map(|cm| offline_destination(cm, destinations.as_ref(), &catalogs))
+        .map(|cm| offline_destination(cm, destinations.as_ref(), &catalogs, &workers))
         .collect();
-    let checks: Vec<DestinationCheck> = offline
-        .iter()
-        .map(|o| o.check(worker.as_ref(), args.providers.secrets_as))
-        .collect();
+    let checks: Vec<DestinationCheck> = offline.iter().map(Offline::check).collect();
     let exe = std::env::current_exe().map_err(|e| err(&e))?;
     let unresolvable = match args.strict_references {
         true => Unresolvable::Deny,
@@ -152,6 +149,32 @@ async fn judge_these(args: &PipelineArgs, cms: &[ConnectorConfigMap]) -> Result<
     Ok(verdicts)
 }
 
+/// Each Connect destination's config providers and how inputs reach it, by destination key.
+type Workers = BTreeMap<String, (Option<WorkerConfig>, SecretsAs)>;
+
+fn workers(args: &PipelineArgs, file: Option<&DestinationsFile>) -> Result<Workers, UsageError> {
+    let mut workers = Workers::new();
+    workers.insert(
+        LOCAL.into(),
+        (args.providers.load().map_err(UsageError)?, args.providers.secrets_as),
+    );
+    for spec in file.iter().flat_map(|f| f.named.iter()) {
+        let worker = spec
+            .worker_config
+            .as_deref()
+            .map(WorkerConfig::load)
+            .transpose()
+            .map_err(|e| UsageError(format!("destination {:?}: {e}", spec.name)))?;
+        // Confluent Cloud has no providers: the pipeline sends values, and says so under references.
+        let secrets_as = match spec.kind.is_cloud() {
+            true => args.providers.secrets_as,
+            false => spec.secrets_as,
+        };
+        workers.insert(spec.name.clone(), (worker, secrets_as));
+    }
+    Ok(workers)
+}
+
 /// A ConfigMap's destination as `check` and `render` see it without a cluster.
 struct Offline<'a> {
     catalog: Option<&'a Catalog>,
@@ -159,14 +182,14 @@ struct Offline<'a> {
     unchecked: Option<String>,
     unusable: Option<String>,
     cloud: Option<String>,
-    /// The local worker, the one --worker-config describes.
-    local: bool,
+    /// Its workers' config providers (`--worker-config` for the local worker, `workerConfig` of
+    /// --destinations for another) and how inputs reach them.
+    providers: Option<&'a WorkerConfig>,
+    secrets_as: SecretsAs,
 }
 
 impl Offline<'_> {
-    /// The local worker's providers are those of `--worker-config`; another destination's are
-    /// not known offline, and Confluent Cloud has none.
-    fn check<'a>(&'a self, worker: Option<&'a WorkerConfig>, secrets_as: SecretsAs) -> DestinationCheck<'a> {
+    fn check(&self) -> DestinationCheck<'_> {
         DestinationCheck {
             plugins: match (self.catalog, &self.unchecked) {
                 (Some(c), _) => PluginCheck::Catalog(c),
@@ -175,11 +198,8 @@ impl Offline<'_> {
             },
             unusable: self.unusable.as_deref(),
             cloud: self.cloud.as_deref(),
-            providers: worker.filter(|_| self.local),
-            secrets_as: match (self.local, &self.cloud) {
-                (true, _) | (false, Some(_)) => secrets_as,
-                (false, None) => SecretsAs::Values,
-            },
+            providers: self.providers,
+            secrets_as: self.secrets_as,
         }
     }
 }
@@ -192,6 +212,7 @@ fn offline_destination<'a>(
     cm: &ConnectorConfigMap,
     file: Option<&DestinationsFile>,
     catalogs: &'a BTreeMap<String, Catalog>,
+    workers: &'a Workers,
 ) -> Offline<'a> {
     let names = || file.map_or(LOCAL.into(), |f| f.names().join(", "));
     let (key, cloud) = match &cm.destination {
@@ -208,7 +229,8 @@ fn offline_destination<'a>(
                         names()
                     )),
                     cloud: None,
-                    local: false,
+                    providers: None,
+                    secrets_as: SecretsAs::Values,
                 };
             }
         },
@@ -221,7 +243,8 @@ fn offline_destination<'a>(
                     names()
                 )),
                 cloud: None,
-                local: false,
+                providers: None,
+                secrets_as: SecretsAs::Values,
             };
         }
         Target::Cloud(_) => (CLOUD_LABEL.to_string(), true),
@@ -233,7 +256,8 @@ fn offline_destination<'a>(
                     "{other}: labels connect-gate.io/destination and {CLOUD_LABEL} both pick a destination; keep one"
                 )),
                 cloud: None,
-                local: false,
+                providers: None,
+                secrets_as: SecretsAs::Values,
             };
         }
     };
@@ -249,7 +273,9 @@ fn offline_destination<'a>(
         }),
         unusable: None,
         cloud: cloud.then(|| cm.destination.to_string()),
-        local: key == LOCAL,
+        providers: workers.get(&key).and_then(|(w, _)| w.as_ref()),
+        // Confluent Cloud has none: the pipeline sends values and says so under references.
+        secrets_as: workers.get(&key).map_or(workers[LOCAL].1, |(_, mode)| *mode),
     }
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::pipeline::check::secrets_as::SecretsAs;
+
 use super::{Auth, ClientOptions};
 use crate::pipeline::render::secrets::Secret;
 
@@ -74,6 +76,10 @@ pub struct Spec {
     pub kind: Kind,
     pub auth: AuthSpec,
     pub tls: TlsSpec,
+    /// A copy of its workers' properties file: their config providers, which must read the
+    /// sidecar's template inputs at the same paths.
+    pub worker_config: Option<PathBuf>,
+    pub secrets_as: SecretsAs,
 }
 
 /// The API key of the ConfigMaps labelled `destination.cc` (the ccloud-operator's format), whose
@@ -94,6 +100,8 @@ impl CloudSpec {
             kind: Kind::ConfluentCloud { environment, cluster },
             auth: self.auth.clone(),
             tls: self.tls.clone(),
+            worker_config: None,
+            secrets_as: SecretsAs::Values,
         }
     }
 }
@@ -153,6 +161,17 @@ struct RawDestination {
     cluster: Option<String>,
     api_key_file: Option<PathBuf>,
     api_secret_file: Option<PathBuf>,
+    worker_config: Option<PathBuf>,
+    #[serde(default)]
+    secrets_as: RawSecretsAs,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawSecretsAs {
+    #[default]
+    Values,
+    References,
 }
 
 #[derive(Deserialize)]
@@ -349,12 +368,26 @@ fn spec(d: RawDestination) -> Result<Spec, String> {
         (None, Kind::Connect) => return Err("url is required".into()),
     };
     check_url(&url)?;
+    let secrets_as = match (d.secrets_as, &d.worker_config, &kind) {
+        (_, Some(_), Kind::ConfluentCloud { .. }) | (RawSecretsAs::References, _, Kind::ConfluentCloud { .. }) => {
+            return Err(
+                "Confluent Cloud has no config providers: workerConfig and secretsAs are for kind connect".into(),
+            );
+        }
+        (RawSecretsAs::References, None, _) => {
+            return Err("secretsAs: references needs workerConfig (a copy of its workers' properties file)".into());
+        }
+        (RawSecretsAs::References, Some(_), _) => SecretsAs::References,
+        (RawSecretsAs::Values, _, _) => SecretsAs::Values,
+    };
     Ok(Spec {
         name: d.name,
         url: url.trim_end_matches('/').to_string(),
         kind,
         auth,
         tls: tls(d.tls)?,
+        worker_config: d.worker_config,
+        secrets_as,
     })
 }
 
@@ -537,6 +570,23 @@ confluentCloud: {apiKeyFile: /cc/key, apiSecretFile: /cc/secret}
     }
 
     #[test]
+    fn a_connect_destination_may_take_references_with_its_workers_config_and_confluent_cloud_may_not() {
+        let parse = |yaml: &str| DestinationsFile::parse(yaml, Path::new("dest.yaml"));
+        let file =
+            parse("destinations:\n- {name: a, url: 'http://a', workerConfig: /w.properties, secretsAs: references}\n")
+                .unwrap();
+        assert_eq!(file.named[0].secrets_as, SecretsAs::References);
+        let e = parse("destinations:\n- {name: a, url: 'http://a', secretsAs: references}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("secretsAs: references needs workerConfig (a copy of its workers' properties file)"),
+            "{e}"
+        );
+        let e = parse("destinations:\n- {name: c, kind: confluent-cloud, environment: env-1, cluster: lkc-1, apiKeyFile: /k, apiSecretFile: /s, secretsAs: references}\n").unwrap_err();
+        assert!(e.to_string().contains("Confluent Cloud has no config providers"), "{e}");
+    }
+
+    #[test]
     fn credentials_are_read_from_files_and_a_missing_one_is_named_without_its_value() {
         let dir = tempfile::tempdir().unwrap();
         let user = dir.path().join("user");
@@ -550,6 +600,8 @@ confluentCloud: {apiKeyFile: /cc/key, apiSecretFile: /cc/secret}
                 password: dir.path().join("missing"),
             },
             tls: TlsSpec::default(),
+            worker_config: None,
+            secrets_as: SecretsAs::Values,
         };
         let e = spec.client_options(Path::new("dest.yaml")).unwrap_err().to_string();
         assert!(

@@ -47,6 +47,12 @@ pub enum RegistryError {
         name: String,
         source: ConnectError,
     },
+    #[error("{}: destination {name:?}: {source}", file.display())]
+    WorkerConfig {
+        file: std::path::PathBuf,
+        name: String,
+        source: crate::pipeline::check::providers::WorkerConfigError,
+    },
 }
 
 pub struct Destinations {
@@ -81,6 +87,12 @@ impl Destinations {
         let local = Arc::get_mut(&mut self.local).expect("set before the destinations are shared");
         local.providers = providers.map(Arc::new);
         local.secrets_as = secrets_as;
+        // Confluent Cloud has no providers: the pipeline sends values, and says so under references.
+        for d in self.named.iter_mut().filter(|d| d.kind.is_cloud()) {
+            Arc::get_mut(d)
+                .expect("set before the destinations are shared")
+                .secrets_as = secrets_as;
+        }
         self
     }
 
@@ -110,7 +122,21 @@ impl Destinations {
                 name: spec.name.clone(),
                 source,
             })?;
-        Ok(destination(spec.name.clone(), spec.kind.clone(), client, &self.metrics))
+        let mut d = destination(spec.name.clone(), spec.kind.clone(), client, &self.metrics);
+        let providers = spec
+            .worker_config
+            .as_deref()
+            .map(WorkerConfig::load)
+            .transpose()
+            .map_err(|e| RegistryError::WorkerConfig {
+                file: file.to_path_buf(),
+                name: spec.name.clone(),
+                source: e,
+            })?;
+        let built = Arc::get_mut(&mut d).expect("not shared yet");
+        built.providers = providers.map(Arc::new);
+        built.secrets_as = spec.secrets_as;
+        Ok(d)
     }
 
     /// Where `destination.cc` names are looked up; set once the namespace is watched.

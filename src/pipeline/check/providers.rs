@@ -68,9 +68,9 @@ pub struct Provider {
     pub kind: Kind,
     /// `param.allowed.paths`, normalised as Kafka's `AllowedPaths` does; `None` allows any path.
     pub allowed_paths: Option<Vec<PathBuf>>,
-    /// `param.allowlist.pattern` of the env provider; Kafka tests it with `find`, so it matches
-    /// anywhere in the name unless anchored. `None` allows every variable.
-    pub allowlist: Option<Regex>,
+    /// `param.allowlist.pattern` of the env provider, as written and compiled to match a whole
+    /// name (as the worker matches it). `None` allows every variable.
+    pub allowlist: Option<(String, Regex)>,
 }
 
 impl Provider {
@@ -146,7 +146,7 @@ impl WorkerConfig {
                 })
                 .transpose()?;
             let allowlist = param("allowlist.pattern")
-                .map(|p| Regex::new(p))
+                .map(|p| Regex::new(&format!("^(?:{p})$")).map(|re| (p.clone(), re)))
                 .transpose()
                 .map_err(|source| WorkerConfigError::Allowlist {
                     file: file.to_path_buf(),
@@ -213,7 +213,7 @@ mod tests {
         config.providers.file.param.allowed.paths=/mnt/a,/mnt/b/../c\n\
         config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider\n\
         config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n\
-        config.providers.env.param.allowlist.pattern=^DB_\n\
+        config.providers.env.param.allowlist.pattern=DB_.*\n\
         config.providers.vault.class=com.example.VaultConfigProvider\n";
 
     #[test]
@@ -235,7 +235,13 @@ mod tests {
         );
         assert!(worker.providers["dir"].allows(Path::new("/anywhere")));
         let env = &worker.providers["env"];
-        assert!(env.allowlist.as_ref().unwrap().is_match("DB_USER"));
+        let (pattern, allow) = env.allowlist.as_ref().unwrap();
+        assert_eq!(pattern, "DB_.*");
+        assert!(allow.is_match("DB_USER"));
+        assert!(
+            !allow.is_match("MY_DB_USER"),
+            "the whole name must match, as on the worker"
+        );
         assert_eq!(worker.providers["vault"].kind, Kind::Custom);
         assert_eq!(worker.alias_of(Kind::Directory).unwrap().alias, "dir");
     }

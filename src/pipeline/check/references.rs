@@ -280,12 +280,12 @@ fn check_env(key: String, reference: String, r: &Reference, provider: &Provider,
             reference,
             alias: provider.alias.clone(),
         });
-    } else if let Some(allow) = provider.allowlist.as_ref().filter(|a| !a.is_match(r.key)) {
+    } else if let Some((pattern, _)) = provider.allowlist.as_ref().filter(|(_, a)| !a.is_match(r.key)) {
         out.problems.push(ReferenceProblem::NotAllowlisted {
             key,
             reference,
             name: r.key.to_string(),
-            pattern: allow.as_str().to_string(),
+            pattern: pattern.clone(),
             alias: provider.alias.clone(),
         });
     }

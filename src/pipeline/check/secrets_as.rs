@@ -218,11 +218,11 @@ impl Piece<'_> {
             Piece::Text(_) => unreachable!("only placeholders are references"),
             Piece::Env(name) => {
                 let p = provider(Kind::EnvVar, "the environment", "EnvVarConfigProvider")?;
-                if let Some(allow) = p.allowlist.as_ref().filter(|a| !a.is_match(name)) {
+                if let Some((pattern, _)) = p.allowlist.as_ref().filter(|(_, a)| !a.is_match(name)) {
                     return Err(SecretsAsProblem::EnvNotAllowed {
                         key: key.to_string(),
                         name: name.to_string(),
-                        pattern: allow.as_str().to_string(),
+                        pattern: pattern.clone(),
                         alias: p.alias.clone(),
                     });
                 }

@@ -43,7 +43,7 @@ fn fixture() -> Fixture {
          config.providers.dir.class={DIRECTORY_CLASS}\n\
          config.providers.dir.param.allowed.paths={root}\n\
          config.providers.env.class={ENV_CLASS}\n\
-         config.providers.env.param.allowlist.pattern=^DB_\n\
+         config.providers.env.param.allowlist.pattern=DB_.*\n\
          config.providers.vault.class=com.example.Vault\n\
          config.providers.k8s.class={STRIMZI_SECRET_CLASS}\n",
         root = root.display()
@@ -144,7 +144,7 @@ fn a_path_given_to_the_env_provider_and_a_name_outside_its_allowlist_are_denied(
     );
     assert_eq!(
         f.denial("${env:HOME}"),
-        "config key `k`: `${env:HOME}`: `HOME` does not match allowlist.pattern `^DB_` of provider `env`, so Kafka Connect would pass it on as literal text"
+        "config key `k`: `${env:HOME}`: `HOME` does not match allowlist.pattern `DB_.*` of provider `env`, so Kafka Connect would pass it on as literal text"
     );
 }
 

@@ -6,7 +6,7 @@ fn worker(providers: &str) -> WorkerConfig {
     let all = format!(
         "config.providers.file.class={FILE_CLASS}\nconfig.providers.file.param.allowed.paths=/mnt/props\n\
          config.providers.dir.class={DIRECTORY_CLASS}\nconfig.providers.dir.param.allowed.paths=/mnt/secret\n\
-         config.providers.env.class={ENV_CLASS}\nconfig.providers.env.param.allowlist.pattern=^DB_\n\
+         config.providers.env.class={ENV_CLASS}\nconfig.providers.env.param.allowlist.pattern=DB_.*\n\
          config.providers={providers}\n"
     );
     WorkerConfig::parse(Path::new("worker.properties"), &all).unwrap()
@@ -130,7 +130,7 @@ fn an_input_the_worker_cannot_resolve_is_denied_saying_why() {
     assert_eq!(
         texts(&[("h", "/root", &env_placeholder("HOME"))], "file,dir,env"),
         [
-            "config key `h`: env.HOME does not match allowlist.pattern `^DB_` of provider `env`, so it cannot be sent as a reference"
+            "config key `h`: env.HOME does not match allowlist.pattern `DB_.*` of provider `env`, so it cannot be sent as a reference"
         ]
     );
 }
