@@ -7,7 +7,9 @@
 //! * the Deployment is wired to what the build contains (the sidecar's flags point into its
 //!   whole-directory mounts of Secrets/ConfigMaps that exist, the hash key's in the sidecar only,
 //!   the webhook Service reaches the sidecar's port, the NetworkPolicy covers the pods' three
-//!   ports, probes, hardening), and the example connector ConfigMaps pass `connect-gate check`
+//!   ports, probes, hardening; references mode: the worker mounts every --vars-dir at the same
+//!   path, its config providers allow exactly those directories and the template env, and the
+//!   sidecar reads that worker config), and the example connector ConfigMaps pass `connect-gate check`
 //!   against the real worker with the example template inputs;
 //! * the shipped RBAC is sufficient and no more: the real reconciler, authenticated with a real
 //!   token of the shipped ServiceAccount bound by the shipped Role, applies a connector, reports
@@ -372,6 +374,95 @@ async fn deployment_is_wired_to_the_build_and_the_examples_pass_check_on_the_wor
             c["name"]
         );
     }
+    // References mode (--secrets-as references): the worker resolves what the sidecar refers to.
+    // Every --vars-dir is mounted read-only into the worker at the same path from the same
+    // volume; --worker-config is the worker's own properties file; its file and dir providers
+    // allow exactly the --vars-dir directories and its env provider's pattern (a full match, as
+    // Java's Matcher.matches) covers POD_IP and the template env, which the worker gets by the
+    // same envFrom.
+    assert_eq!(flag(&args, "--secrets-as"), ["references"]);
+    let worker = container(deployment, "connect");
+    let read_only_mount = |c: &Value, path: &str| {
+        let m = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| path == m["mountPath"] || path.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap())))
+            .unwrap_or_else(|| panic!("{path} is not mounted into {}", c["name"]));
+        assert_eq!(m["readOnly"], true, "{path} in {}: {m}", c["name"]);
+        (m["name"].clone(), m["mountPath"].clone())
+    };
+    let worker_config = flag(&args, "--worker-config").pop().expect("--worker-config");
+    assert_eq!(
+        read_only_mount(sidecar, &worker_config),
+        read_only_mount(worker, &worker_config)
+    );
+    assert!(
+        strings(&worker["command"]).contains(&worker_config),
+        "the worker does not run with {worker_config}: {}",
+        worker["command"]
+    );
+    let (config_map, _) = source_of(deployment, worker, &worker_config);
+    let file_name = worker_config.rsplit('/').next().unwrap();
+    let properties: BTreeMap<String, String> = data_of(&objects, "ConfigMap", &config_map)
+        .remove(file_name)
+        .unwrap_or_else(|| panic!("ConfigMap {config_map} has no {file_name}"))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("not key=value: {l}"));
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let property = |k: &str| {
+        properties
+            .get(k)
+            .unwrap_or_else(|| panic!("{worker_config} has no {k}"))
+    };
+    assert_eq!(property("config.providers"), "file,dir,env");
+    let vars_dirs: BTreeSet<String> = flag(&args, "--vars-dir").into_iter().collect();
+    assert!(!vars_dirs.is_empty());
+    for dir in &vars_dirs {
+        assert_eq!(read_only_mount(sidecar, dir), read_only_mount(worker, dir), "{dir}");
+    }
+    for (alias, class) in [("file", "FileConfigProvider"), ("dir", "DirectoryConfigProvider")] {
+        assert_eq!(
+            property(&format!("config.providers.{alias}.class")),
+            &format!("org.apache.kafka.common.config.provider.{class}")
+        );
+        let allowed: BTreeSet<String> = property(&format!("config.providers.{alias}.param.allowed.paths"))
+            .split(',')
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            allowed, vars_dirs,
+            "{alias}: allowed.paths are exactly the --vars-dir directories"
+        );
+    }
+    assert_eq!(
+        property("config.providers.env.class"),
+        "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+    );
+    let allowlist = regex::Regex::new(&format!(
+        "^(?:{})$",
+        property("config.providers.env.param.allowlist.pattern")
+    ))
+    .unwrap();
+    assert_eq!(
+        worker["envFrom"], sidecar["envFrom"],
+        "the worker resolves the template env itself"
+    );
+    for from in sidecar["envFrom"].as_array().expect("envFrom") {
+        let name = from["secretRef"]["name"].as_str().expect("envFrom a Secret");
+        for k in data_of(&objects, "Secret", name).keys().chain([&"POD_IP".to_string()]) {
+            assert!(
+                allowlist.is_match(k),
+                "{k} is outside the env provider's allowlist.pattern"
+            );
+        }
+    }
+
     // The webhook Service the registrations call reaches the sidecar's HTTPS port.
     let service = find(&objects, "Service", "connect-gate-webhook");
     for hook in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {

@@ -164,6 +164,82 @@ async fn file_stream_source_connector_runs_and_is_deleted() {
     .await;
 }
 
+/// The workers' config providers (tests/stack/README.md, "Config providers"): a connector config
+/// holding `${file:...}`, `${dir:...}` and `${env:...}` runs with the values the worker resolves,
+/// while Connect returns the references.
+#[tokio::test]
+async fn worker_resolves_config_provider_references() {
+    let env = TestEnv::new("config_providers").await;
+    let worker_config = std::fs::read_to_string(&env.worker_config).unwrap();
+    let providers = env.stack.stack_dir.join("providers");
+    for line in [
+        "config.providers=file,dir,env".to_string(),
+        format!("config.providers.file.param.allowed.paths={}", providers.display()),
+        format!("config.providers.dir.param.allowed.paths={}", providers.display()),
+        "config.providers.env.param.allowlist.pattern=CONNECT_GATE_TEST_.*".to_string(),
+    ] {
+        assert!(
+            worker_config.lines().any(|l| l == line),
+            "{line} not in {worker_config}"
+        );
+    }
+    assert!(env.provider_dir.starts_with(&providers));
+
+    let dir = env.provider_dir.join(&env.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let refs = dir.join("refs.properties");
+    std::fs::write(&refs, format!("out={}\n", dir.join("out").display())).unwrap();
+    let input = dir.join("in.txt");
+    std::fs::write(&input, "line one\nline two\n").unwrap();
+    let topic = env.connector_name("topic");
+    let file = format!(
+        "${{file:{}:out}}-${{file:{}:user}}-${{dir:{}:password}}-${{env:CONNECT_GATE_TEST_SECRET}}",
+        refs.display(),
+        providers.join("db.properties").display(),
+        providers.join("secret-volume").display()
+    );
+    let resolved = dir.join("out-stack-user-stack-volume-password-env-secret-of-the-worker");
+    let strings = "org.apache.kafka.connect.storage.StringConverter";
+    for (suffix, config) in [
+        (
+            "source",
+            json!({"connector.class": "FileStreamSource", "tasks.max": "1", "file": input, "topic": topic,
+                   "value.converter": strings}),
+        ),
+        (
+            "sink",
+            json!({"connector.class": "FileStreamSink", "tasks.max": "1", "file": file, "topics": topic,
+                   "value.converter": strings}),
+        ),
+    ] {
+        let name = env.connector_name(suffix);
+        let (status, body) = env.connect.put(&format!("/connectors/{name}/config"), &config).await;
+        assert_eq!(status, 201, "create {name}: {body}");
+    }
+    eventually(
+        "the sink writing to the resolved path",
+        Duration::from_secs(60),
+        || async {
+            match std::fs::read_to_string(&resolved) {
+                Ok(text) if text == "line one\nline two\n" => Ok(()),
+                other => Err(format!("{}: {other:?}", resolved.display())),
+            }
+        },
+    )
+    .await;
+    let (code, config) = env
+        .connect
+        .get(&format!("/connectors/{}/config", env.connector_name("sink")))
+        .await;
+    assert_eq!(
+        (code, &config["file"]),
+        (200, &json!(file)),
+        "Connect returns the references"
+    );
+    env.cleanup().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn basic_auth_worker_rejects_anonymous_requests() {
     let env = TestEnv::new("basic_auth").await;

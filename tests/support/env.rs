@@ -25,6 +25,14 @@ pub struct TestEnv {
     pub kube: kube::Client,
     pub connect_url: String,
     pub connect: WorkerRest,
+    /// The main worker's properties file (`CONNECT_WORKER_CONFIG`), for `--worker-config`: its
+    /// `config.providers` are file, dir (both `allowed.paths` = `$STACK_DIR/providers`) and env
+    /// (`allowlist.pattern` `CONNECT_GATE_TEST_.*`; the workers' environment has
+    /// `CONNECT_GATE_TEST_SECRET=env-secret-of-the-worker`).
+    pub worker_config: PathBuf,
+    /// A directory inside the providers' `allowed.paths` that tests write their inputs into
+    /// (`CONNECT_PROVIDER_DIR`); use a subdirectory named after [`id`](Self::id).
+    pub provider_dir: PathBuf,
     pub stack: &'static Stack,
 }
 
@@ -51,6 +59,8 @@ impl TestEnv {
             kube,
             connect_url: stack.connect_url.clone(),
             connect: WorkerRest::new(&stack.connect_url),
+            worker_config: stack.worker_config.clone(),
+            provider_dir: stack.provider_dir.clone(),
             stack,
         }
     }

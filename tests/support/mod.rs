@@ -4,7 +4,8 @@
 //!
 //! The stack is started OUTSIDE the test binary, by `tests/run` (or by
 //! hand: `eval "$(tests/stack/up)"`), which exports KUBECONFIG, CONNECT_URL,
-//! KAFKA_BOOTSTRAP, STACK_DIR and CONNECT_GATE_STACK_ATTACH=1. This module only
+//! KAFKA_BOOTSTRAP, STACK_DIR, CONNECT_WORKER_CONFIG, CONNECT_PROVIDER_DIR and
+//! CONNECT_GATE_STACK_ATTACH=1. This module only
 //! attaches to it. If the stack is not there, every test that asks for it
 //! panics with instructions: e2e tests never skip.
 //!

@@ -13,6 +13,10 @@ pub struct Stack {
     pub connect_url: String,
     pub kafka_bootstrap: String,
     pub stack_dir: PathBuf,
+    /// `CONNECT_WORKER_CONFIG`: the main worker's properties file (its `config.providers`).
+    pub worker_config: PathBuf,
+    /// `CONNECT_PROVIDER_DIR`: a directory inside the providers' `allowed.paths`, for tests' inputs.
+    pub provider_dir: PathBuf,
     /// The repository's tests/stack directory (scripts).
     pub scripts: PathBuf,
 }
@@ -39,10 +43,17 @@ fn stack_from_env() -> Result<Stack, String> {
                 .into(),
         );
     }
-    let missing: Vec<&str> = ["KUBECONFIG", "CONNECT_URL", "KAFKA_BOOTSTRAP", "STACK_DIR"]
-        .into_iter()
-        .filter(|k| var(k).is_none())
-        .collect();
+    let missing: Vec<&str> = [
+        "KUBECONFIG",
+        "CONNECT_URL",
+        "KAFKA_BOOTSTRAP",
+        "STACK_DIR",
+        "CONNECT_WORKER_CONFIG",
+        "CONNECT_PROVIDER_DIR",
+    ]
+    .into_iter()
+    .filter(|k| var(k).is_none())
+    .collect();
     if !missing.is_empty() {
         return Err(format!("{} not set", missing.join(", ")));
     }
@@ -74,6 +85,8 @@ fn stack_from_env() -> Result<Stack, String> {
         connect_url: var("CONNECT_URL").unwrap().trim_end_matches('/').to_string(),
         kafka_bootstrap: var("KAFKA_BOOTSTRAP").unwrap(),
         stack_dir,
+        worker_config: PathBuf::from(var("CONNECT_WORKER_CONFIG").unwrap()),
+        provider_dir: PathBuf::from(var("CONNECT_PROVIDER_DIR").unwrap()),
         scripts: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stack"),
     })
 }
