@@ -684,3 +684,95 @@ fn check_and_render_read_no_env_var_unless_env_file_or_template_env_allow_says_s
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("\"token\":\"none\""), "{}", out.all());
 }
+
+/// A worker config with the built-in providers, `allowed.paths` the workspace's vars and
+/// `/mnt/worker` (a path of the worker's that CI does not have).
+fn worker_config(ws: &Workspace) -> String {
+    let vars = ws.path("vars").display().to_string();
+    let text = format!(
+        "config.providers=file,dir,env\n\
+         config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider\n\
+         config.providers.file.param.allowed.paths={vars},/mnt/worker\n\
+         config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider\n\
+         config.providers.dir.param.allowed.paths={vars},/mnt/worker\n\
+         config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider\n\
+         config.providers.env.param.allowlist.pattern=MYSQL_.*\n\
+         sasl.jaas.config=worker-own-secret-value\n"
+    );
+    ws.write("worker.properties", &text).display().to_string()
+}
+
+#[test]
+fn check_judges_references_against_the_worker_config_warning_where_its_paths_are_absent() {
+    let ws = Workspace::new();
+    let worker = worker_config(&ws);
+    let template = r#"{"name": "r", "config": {"connector.class": "FileStreamSink", "topics": "t", "file": "/tmp/o", "password": "${dir:/mnt/worker/db:password}"}}"#;
+    let file = ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", template)]));
+    let ci = ws.check(&["--worker-config", &worker], &[&file]);
+    assert_eq!(ci.code, 0, "{}", ci.all());
+    assert!(
+        ci.stdout.contains("config key `password`: `${dir:/mnt/worker/db:password}`: /mnt/worker/db does not exist here, so the reference was not checked (--strict-references denies it)"),
+        "{}",
+        ci.all()
+    );
+    let strict = ws.check(&["--worker-config", &worker, "--strict-references"], &[&file]);
+    assert_rejected(
+        &strict,
+        &[
+            "config key `password`: `${dir:/mnt/worker/db:password}`: /mnt/worker/db does not exist, so Kafka Connect would pass the reference on as literal text",
+        ],
+    );
+    // The worker's own values never show.
+    assert!(!strict.all().contains("worker-own-secret-value"));
+    let typo = r#"{"name": "r", "config": {"connector.class": "FileStreamSink", "topics": "t", "file": "/tmp/o", "password": "${secrets:/mnt/worker/db:password}"}}"#;
+    assert_rejected(
+        &ws.check(
+            &["--worker-config", &worker],
+            &[&ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", typo)]))],
+        ),
+        &["names provider alias `secrets`, which the worker does not configure (config.providers: dir, env, file)"],
+    );
+}
+
+#[test]
+fn render_in_references_mode_sends_inputs_as_the_references_the_worker_resolves() {
+    let ws = Workspace::new();
+    let worker = worker_config(&ws);
+    let vars = ws.path("vars").display().to_string();
+    let template = r#"{"name": "r", "config": {"connector.class": "FileStreamSink", "topics": "t", "file": "/tmp/o",
+        "sr": $SCHEMA_REGISTRY_URL, "auth": "user:\($SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO)", "db": env.MYSQL_CONNECTION_PASSWORD}}"#;
+    let file = ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", template)]));
+    let refs = ["--worker-config", worker.as_str(), "--secrets-as", "references"];
+    for out in [
+        ws.render(&refs, &[&file]),
+        ws.render(&[&refs[..], &["--reveal"]].concat(), &[&file]),
+    ] {
+        assert_eq!(out.code, 0, "{}", out.all());
+        out.assert_no_secrets();
+        let sent: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_eq!(
+            sent["config"]["sr"],
+            format!("${{file:{vars}/schema-registry.properties:schema.registry.url}}")
+        );
+        assert_eq!(
+            sent["config"]["auth"],
+            format!("user:${{file:{vars}/schema-registry.properties:schema.registry.basic.auth.user.info}}")
+        );
+        assert_eq!(sent["config"]["db"], "${env:MYSQL_CONNECTION_PASSWORD}");
+    }
+    let computed = r#"{"name": "r", "config": {"connector.class": "FileStreamSink", "topics": "t", "file": "/tmp/o", "sr": ($SCHEMA_REGISTRY_URL | ascii_upcase)}}"#;
+    let file = ws.write("cm.yaml", &configmap("cm", &[], &[("c.json", computed)]));
+    let out = ws.check(&refs, &[&file]);
+    assert_rejected(
+        &out,
+        &["config key `sr` is computed from $SCHEMA_REGISTRY_URL, not placed as it is"],
+    );
+    out.assert_no_secrets();
+    let usage = ws.check(&["--secrets-as", "references"], &[&file]);
+    assert_eq!(usage.code, 2, "{}", usage.all());
+    assert!(
+        usage.stderr.contains("--secrets-as references needs --worker-config"),
+        "{}",
+        usage.all()
+    );
+}
