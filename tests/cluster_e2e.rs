@@ -8,7 +8,8 @@
 //!   1. cert-manager issues the webhook's serving certificate and injects its CA into both
 //!      webhook registrations; the pod runs with both containers Ready;
 //!   2. the bad example ConfigMap is denied by `kubectl apply` with the exact message, through
-//!      the `connect-gate-webhook` Service; the example connectors run on the worker in the pod
+//!      the `connect-gate-webhook` Service; the example connectors run on the worker in the pod,
+//!      their template inputs sent as config-provider references (deploy/'s references mode),
 //!      and their status is on their ConfigMaps;
 //!   3. runaway templates (memory, time) are denied inside the pod; the sidecar is neither
 //!      OOM-killed nor restarted;
@@ -614,6 +615,15 @@ async fn shipped_deployment_runs_scales_rolls_and_renews_on_a_real_node() {
         "examples RUNNING in the pod's worker, status on the ConfigMaps",
         started,
     );
+    // deploy/ ships --secrets-as references: the worker holds references to the template inputs
+    // it mounts at the sidecar's paths, and runs on what they resolve to (the topic above).
+    let (code, config) = worker.get("/connectors/orders-file-sink/config").await;
+    assert_eq!(code, 200, "{config}");
+    assert_eq!(
+        config["topics"],
+        "${file:/etc/config/connect-gate/shared/shared-client.properties:orders.topic}"
+    );
+    assert_eq!(config["errors.tolerance"], "${env:ERRORS_TOLERANCE}");
 
     // 3. Runaway templates inside the pod. The memory one asks for one 16 GB string: past the
     // sandbox's address-space limit at once, however loaded the machine (a slow bomb may meet the
