@@ -413,6 +413,7 @@ fn send_inputs(
             Err(problems) => problems.into_iter().map(Problem::from).collect(),
         },
         (SecretsAs::References, None, Some(cloud)) => {
+            real.values_for_lack_of_providers = true;
             warnings.push(format!(
                 "destination {cloud} is Confluent Cloud, which has no config providers: inputs are sent as values"
             ));

@@ -102,6 +102,14 @@ impl Reconciler {
             })
             .collect();
 
+        let as_values: BTreeSet<String> = cms
+            .iter()
+            .flat_map(|cm| cm.input.keys.iter())
+            .filter_map(|d| match &d.decl {
+                Decl::Apply(c) if c.values_for_lack_of_providers => Some(c.name.clone()),
+                _ => None,
+            })
+            .collect();
         // Connectors whose referenced files changed since they were last started.
         let versions: BTreeMap<String, String> = cms
             .iter()
@@ -458,6 +466,7 @@ impl Reconciler {
                 homes: &homes_of,
                 unknown: &unknown,
             },
+            as_values: &as_values,
         };
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
@@ -597,6 +606,7 @@ impl Reconciler {
             secrets: seen.secrets,
             ledger: seen.ledger,
             places: seen.places,
+            as_values: seen.as_values,
         });
         let reference = cm.object.object_ref(&());
         for note in std::mem::take(&mut cm.notes).into_iter().chain(report.notes) {
@@ -790,6 +800,7 @@ struct Seen<'a> {
     restarts: &'a BTreeMap<String, u32>,
     ledger: &'a Ledger,
     places: Places<'a>,
+    as_values: &'a BTreeSet<String>,
 }
 
 /// What an action that succeeded means for its ConfigMap's report.

@@ -136,6 +136,8 @@ pub struct Facts<'a> {
     /// The ledger as written this pass: which connectors were adopted rather than created.
     pub ledger: &'a Ledger,
     pub places: Places<'a>,
+    /// Connectors whose inputs are sent as values where references were asked (Confluent Cloud).
+    pub as_values: &'a BTreeSet<String>,
 }
 
 /// Where connectors are, when not all on the local worker.
@@ -356,6 +358,8 @@ pub fn report(f: &Facts) -> Report {
             s.note = Some("the worker rejected the config; retried with backoff, see connect-gate.io/last-error");
         } else if f.ledger.provenance(name) == Some(Provenance::Adopted) {
             s.note = Some("adopted: it existed on the worker before connect-gate managed it");
+        } else if f.as_values.contains(name) {
+            s.note = Some("its inputs are sent as values: Confluent Cloud has no config providers");
         }
         s.restarts = f.restarts.get(name).copied().filter(|t| *t > 0);
         if let Some(record) = f.operations.get(name) {

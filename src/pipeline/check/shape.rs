@@ -100,7 +100,7 @@ pub(crate) fn check_shape(value: &Value) -> Checked {
             offsets: operations.offsets,
             secrets: vec![],
             literal_aliases,
-            referenced_files: BTreeSet::new(),
+            ..Connector::default()
         });
     }
     checked

@@ -52,6 +52,10 @@ pub struct Connector {
     /// connector, since the worker resolves them only when it starts it.
     #[serde(skip)]
     pub referenced_files: BTreeSet<PathBuf>,
+    /// References were asked for, but its destination (Confluent Cloud) has no config
+    /// providers: its inputs are sent as values, which its status says.
+    #[serde(skip)]
+    pub values_for_lack_of_providers: bool,
 }
 
 /// Why a connector is rejected. Displayed after its location; every text comes from the

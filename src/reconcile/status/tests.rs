@@ -45,6 +45,7 @@ struct Case {
     ledger: Ledger,
     homes: BTreeMap<String, String>,
     unknown: BTreeSet<String>,
+    as_values: BTreeSet<String>,
 }
 
 impl Case {
@@ -72,6 +73,7 @@ impl Case {
             ledger: Ledger::default(),
             homes: BTreeMap::new(),
             unknown: BTreeSet::new(),
+            as_values: BTreeSet::new(),
         }
     }
 
@@ -97,6 +99,7 @@ impl Case {
                 homes: &self.homes,
                 unknown: &self.unknown,
             },
+            as_values: &self.as_values,
         })
     }
 
@@ -159,6 +162,17 @@ fn the_status_of_a_connector_elsewhere_names_its_destination_and_is_unknown_whil
     assert!(
         status(&case)["a"].get("destination").is_none(),
         "the local worker is not named"
+    );
+}
+
+#[test]
+fn a_connector_sent_as_values_for_lack_of_providers_says_so() {
+    let mut f = Case::new();
+    f.as_values.insert("a".into());
+    let status: Value = serde_json::from_str(patch(f.report())[ANNOTATION_STATUS].as_str().unwrap()).unwrap();
+    assert_eq!(
+        status["a"]["note"],
+        "its inputs are sent as values: Confluent Cloud has no config providers"
     );
 }
 
