@@ -51,7 +51,7 @@ pub enum RegistryError {
     WorkerConfig {
         file: std::path::PathBuf,
         name: String,
-        source: crate::pipeline::check::providers::WorkerConfigError,
+        source: Box<crate::pipeline::check::providers::WorkerConfigError>,
     },
 }
 
@@ -131,7 +131,7 @@ impl Destinations {
             .map_err(|e| RegistryError::WorkerConfig {
                 file: file.to_path_buf(),
                 name: spec.name.clone(),
-                source: e,
+                source: Box::new(e),
             })?;
         let built = Arc::get_mut(&mut d).expect("not shared yet");
         built.providers = providers.map(Arc::new);
