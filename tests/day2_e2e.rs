@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use support::proxies::{Recorder, Write};
 use support::sidecar::*;
+use support::webhooks::assert_denied;
 use support::{TestEnv, Webhook, eventually};
 
 /// A connector declaration: `name`, `config` and the top-level keys of `extra`.
@@ -607,20 +608,7 @@ async fn bad_restart_and_offsets_declarations_are_denied_at_admission_naming_the
         ),
     ];
     for (cm, template, cause) in cases {
-        let manifest = json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": cm, "labels": {"destination": "connect"}},
-            "data": {"c.json": template},
-        });
-        let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest.to_string()));
-        assert!(!out.status.success(), "{cm} admitted");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr).trim_end(),
-            format!(
-                "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"validate.connect-gate.io\" denied the request: connect-gate rejected 1 connector(s):\n- ConfigMap {}/{cm}, key c.json, connector {cm}: {cause}",
-                env.namespace
-            )
-        );
+        assert_denied(&env, cm, &template, cause);
     }
 }
 

@@ -13,6 +13,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use support::sidecar::*;
+use support::webhooks::{assert_denied, dry_run};
 use support::{TestEnv, Webhook, eventually};
 
 fn worker_config() -> PathBuf {
@@ -233,19 +234,7 @@ async fn every_reference_that_would_not_resolve_is_denied_at_admission_naming_th
         ),
     ];
     for (cm, template, cause) in cases {
-        let manifest = json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": cm, "labels": {"destination": "connect"}},
-            "data": {"c.json": template},
-        });
-        let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest.to_string()));
-        assert!(!out.status.success(), "{cm} admitted");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let denial = format!(
-            "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"validate.connect-gate.io\" denied the request: connect-gate rejected 1 connector(s):\n- ConfigMap {}/{cm}, key c.json, connector {cm}: {cause}",
-            env.namespace
-        );
-        assert_eq!(stderr.trim_end(), denial, "{cm}");
+        let stderr = assert_denied(&env, cm, &template, &cause);
         assert!(!stderr.contains("hunter2") && !stderr.contains("t0ken"), "{stderr}");
     }
 
@@ -254,11 +243,6 @@ async fn every_reference_that_would_not_resolve_is_denied_at_admission_naming_th
         "x": format!("${{file:{props}:user}}"),
         "y": "${date:now:yyyyMMdd}",
     }))});
-    let manifest = json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "fine", "labels": {"destination": "connect"}},
-        "data": {"c.json": fine.to_string()},
-    });
-    let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest.to_string()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (admitted, stderr) = dry_run(&env, "fine", &fine.to_string());
+    assert!(admitted, "{stderr}");
 }

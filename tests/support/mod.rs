@@ -44,7 +44,8 @@
 //!   * [`sidecar`]: the reconciler under test ([`sidecar::Sidecar`]) and the helpers its e2e
 //!     tests share (declaring connectors, waiting on status, Events, the ledger, the worker);
 //!   * [`webhooks`]: the shipped webhook registrations pointed at a test's `serve`
-//!     ([`Registrations`]), and a webhook-only `serve` registered so ([`Webhook`]);
+//!     ([`Registrations`]), a webhook-only `serve` registered so ([`Webhook`]), and a denial
+//!     asserted as `kubectl apply` prints it ([`webhooks::assert_denied`]);
 //!   * [`rbac`]: Role rules of the identities tests act as ([`RECONCILER_RULES`],
 //!     [`CONFIGMAP_EDITOR_RULES`]).
 #![allow(dead_code)] // each test crate uses a different part
@@ -61,7 +62,7 @@ pub mod proxies;
 mod rbac;
 pub mod sidecar;
 mod stack;
-mod webhooks;
+pub mod webhooks;
 mod worker_rest;
 mod workers;
 

@@ -66,6 +66,34 @@ impl Webhook {
     }
 }
 
+/// A server-side dry run of ConfigMap `cm` declaring `template` under `c.json`: what `kubectl
+/// apply` printed on stderr, and whether it was admitted.
+pub fn dry_run(env: &TestEnv, cm: &str, template: &str) -> (bool, String) {
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": cm, "labels": {"destination": "connect"}},
+        "data": {"c.json": template},
+    });
+    let out = env.kubectl_with_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&manifest.to_string()));
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Asserts that the webhook denies ConfigMap `cm` declaring connector `cm` with `template`, with
+/// exactly `cause` (as `kubectl apply` prints it); returns what was printed.
+pub fn assert_denied(env: &TestEnv, cm: &str, template: &str, cause: &str) -> String {
+    let (admitted, stderr) = dry_run(env, cm, template);
+    assert!(!admitted, "{cm} admitted");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \"validate.connect-gate.io\" denied the request: connect-gate rejected 1 connector(s):\n- ConfigMap {}/{cm}, key c.json, connector {cm}: {cause}",
+            env.namespace
+        ),
+        "{cm}"
+    );
+    stderr
+}
+
 pub struct Registrations(Vec<String>);
 
 impl Registrations {
