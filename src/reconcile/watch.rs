@@ -22,12 +22,26 @@ pub fn ours(cm: &ConfigMap) -> bool {
         || cm.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
 }
 
+/// What the store keeps of a ConfigMap: connect-gate's whole but its managedFields, which it
+/// never reads; of any other only its metadata but annotations (labels find a ccloud-operator's
+/// ConfigMap; a label added later brings the whole object again). A namespace's application
+/// config then costs the store little, whatever its size.
+pub fn prune(cm: &mut ConfigMap) {
+    cm.metadata.managed_fields = None;
+    if !ours(cm) {
+        cm.data = None;
+        cm.binary_data = None;
+        cm.metadata.annotations = None;
+    }
+}
+
 /// Keeps the store of the namespace's ConfigMaps and signals changes that matter to connect-gate
 /// (not its own annotation writes). The watch is not label-selected, so that a ConfigMap whose
 /// label is removed stays in view until its finalizer is released. It resumes with backoff.
 pub async fn run(api: Api<ConfigMap>, writer: Writer<ConfigMap>, changes: Arc<Notify>) {
     let stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(prune)
         .reflect(writer);
     futures::pin_mut!(stream);
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -70,6 +84,38 @@ mod tests {
     use super::*;
     use crate::pipeline::parse::manifest::ANNOTATION_STATUS;
     use serde_json::json;
+
+    #[test]
+    fn the_store_keeps_connector_configmaps_whole_and_of_others_only_their_metadata() {
+        let mut other: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "app", "labels": {"environment_id": "env-1"}, "annotations": {"big": "x"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "data": {"app.yaml": "a large document"}, "binaryData": {"blob": "AAAA"},
+        }))
+        .unwrap();
+        prune(&mut other);
+        assert_eq!(
+            serde_json::to_value(&other).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app", "labels": {"environment_id": "env-1"}}})
+        );
+        let mut mine: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "c", "labels": {"destination": "connect"}, "annotations": {"connect-gate.io/status": "{}"},
+                         "managedFields": [{"manager": "kubectl"}]},
+            "data": {"c.json": "{}"},
+        }))
+        .unwrap();
+        prune(&mut mine);
+        assert!(mine.metadata.managed_fields.is_none());
+        assert!(mine.data.is_some() && mine.metadata.annotations.is_some());
+        // Unlabelled but still holding the finalizer: its records are needed to delete its connectors.
+        let mut leaving: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "l", "finalizers": [FINALIZER], "annotations": {"connect-gate.io/connectors": "{}"}},
+            "data": {"c.json": "{}"},
+        }))
+        .unwrap();
+        prune(&mut leaving);
+        assert!(leaving.metadata.annotations.is_some());
+    }
 
     #[test]
     fn fingerprint_ignores_annotations() {
