@@ -205,6 +205,19 @@ async fn every_reference_that_would_not_resolve_is_denied_at_admission_naming_th
             format!("config key `x`: `${{dir:{vars_text}:tok}}`: {vars_text} has no key `tok`; keys there: db.properties, token"),
         ),
         (
+            "missing-directory",
+            json!({"name": "missing-directory", "config": sink(json!({"x": format!("${{dir:{vars_text}/nodir:token}}")}))}).to_string(),
+            format!("config key `x`: `${{dir:{vars_text}/nodir:token}}`: {vars_text}/nodir does not exist, so Kafka Connect would pass the reference on as literal text"),
+        ),
+        (
+            "env-outside-allowlist",
+            json!({"name": "env-outside-allowlist", "config": sink(json!({"x": "${env:HOME}"}))}).to_string(),
+            format!(
+                "config key `x`: `${{env:HOME}}`: `HOME` does not match allowlist.pattern `{}` of provider `env`, so Kafka Connect would pass it on as literal text",
+                worker_property("config.providers.env.param.allowlist.pattern").unwrap()
+            ),
+        ),
+        (
             "outside-allowed-paths",
             json!({"name": "outside-allowed-paths", "config": sink(json!({"x": "${dir:/etc:hostname}"}))}).to_string(),
             format!(
