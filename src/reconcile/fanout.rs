@@ -131,8 +131,7 @@ fn masked(value: &str) -> bool {
 /// values from inputs are left out of it, so their rotation goes unseen there).
 pub fn as_applied(inputs: &[CmInput], live: &mut LiveState, hash: &AppliedHash) {
     for cm in inputs.iter().filter(|cm| !cm.deleting) {
-        for d in &cm.keys {
-            let Decl::Apply(c) = &d.decl else { continue };
+        for c in cm.accepted() {
             let Some(l) = live.get_mut(&c.name) else { continue };
             let recorded = cm.applied.get(&c.name) == Some(&hash.of(c));
             l.config = c

@@ -64,13 +64,9 @@ pub fn declared(v: &Verdict) -> Declared {
 pub fn interest<'a>(p: &'a Placed, ledgers: &'a Ledgers, id: &'a str) -> impl Iterator<Item = String> + 'a {
     let declared = p
         .input
-        .keys
-        .iter()
+        .accepted()
         .filter(move |_| p.target == id)
-        .filter_map(|d| match &d.decl {
-            Decl::Apply(c) => Some(c.name.clone()),
-            Decl::Absent(_) | Decl::Rejected(_) => None,
-        });
+        .map(|c| c.name.clone());
     let managed = p
         .input
         .managed

@@ -8,12 +8,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Resource;
 use tokio::time::Instant;
 
-use super::day2::{self, OffsetsChange, OffsetsRecord, Phase, Record, RestartRecord};
+mod done;
+
+use super::day2::{self, OffsetsRecord, Phase, Record, RestartRecord};
 use super::fanout::{Placed, hold, homes, merge, touched};
 use super::input::{cm_input, interest, plan_destination};
 use super::ledger::Ledger;
 use super::live::{Live, LiveState};
-use super::plan::{self, Action, Cause, CmInput, CmPlan, Decl, PlanMemory, PlanOptions, Trigger};
+use super::plan::{self, Action, CmInput, CmPlan, PlanMemory, PlanOptions, Trigger};
 use super::status::{self, Facts, Note, Places};
 use super::watch::ours;
 use super::worker::{ActionError, Worker};
@@ -21,10 +23,11 @@ use super::{ReconcileError, Reconciler, Rejection, Restarts, rotation};
 use crate::connect::destinations::LOCAL;
 use crate::connect::registry::Destination;
 use crate::metrics::{ConnectorLabels, ConnectorSeries, ConnectorStateLabels, OperationLabels, StateLabels};
-use crate::pipeline::check::verdict::Verdict;
+use crate::pipeline::check::verdict::{Connector, Verdict};
 use crate::pipeline::parse::manifest::{
     ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, FINALIZER, Target, declaring, is_connector_configmap,
 };
+use done::Done;
 
 /// One ConfigMap during a pass.
 struct CmState {
@@ -92,34 +95,20 @@ impl Reconciler {
             }
         }
 
+        let accepted: Vec<&Connector> = cms.iter().flat_map(|cm| cm.input.accepted()).collect();
         // Secret values per connector, to mask whatever the worker says about it.
-        let secrets: BTreeMap<String, Vec<String>> = cms
+        let secrets: BTreeMap<String, Vec<String>> =
+            accepted.iter().map(|c| (c.name.clone(), c.secrets.clone())).collect();
+        let as_values: BTreeSet<String> = accepted
             .iter()
-            .flat_map(|cm| cm.input.keys.iter())
-            .filter_map(|d| match &d.decl {
-                Decl::Apply(c) => Some((c.name.clone(), c.secrets.clone())),
-                _ => None,
-            })
-            .collect();
-
-        let as_values: BTreeSet<String> = cms
-            .iter()
-            .flat_map(|cm| cm.input.keys.iter())
-            .filter_map(|d| match &d.decl {
-                Decl::Apply(c) if c.values_for_lack_of_providers => Some(c.name.clone()),
-                _ => None,
-            })
+            .filter(|c| c.values_for_lack_of_providers)
+            .map(|c| c.name.clone())
             .collect();
         // Connectors whose referenced files changed since they were last started.
-        let versions: BTreeMap<String, String> = cms
+        let versions: BTreeMap<String, String> = accepted
             .iter()
-            .flat_map(|cm| cm.input.keys.iter())
-            .filter_map(|d| match &d.decl {
-                Decl::Apply(c) if !c.referenced_files.is_empty() => {
-                    Some((c.name.clone(), rotation::version(&c.referenced_files)))
-                }
-                _ => None,
-            })
+            .filter(|c| !c.referenced_files.is_empty())
+            .map(|c| (c.name.clone(), rotation::version(&c.referenced_files)))
             .collect();
         let rotated = self.memory.rotation.changed(versions);
 
@@ -379,7 +368,7 @@ impl Reconciler {
                         Action::State { .. } => {}
                     }
                     if let Some(cm) = cm {
-                        done.apply_to(cm, action, &at(destination));
+                        done.apply_to(cm, action, destination);
                     }
                 }
                 (Err(ActionError::Fatal(e @ ReconcileError::Deposed(_))), _) => return Err(e),
@@ -746,15 +735,6 @@ async fn execute(
         .collect()
 }
 
-/// How notes name a destination other than the local worker.
-fn at(destination: &str) -> String {
-    if destination == LOCAL {
-        String::new()
-    } else {
-        format!(" (destination {destination})")
-    }
-}
-
 /// A ConfigMap as the planner sees it, with its verdicts taken out of `by_cm`.
 fn cm_state(
     object: Arc<ConfigMap>,
@@ -801,137 +781,4 @@ struct Seen<'a> {
     ledger: &'a Ledger,
     places: Places<'a>,
     as_values: &'a BTreeSet<String>,
-}
-
-/// What an action that succeeded means for its ConfigMap's report.
-enum Done {
-    Ok,
-    Restarted(u32),
-    /// Offsets changed; the worker's message.
-    Offsets(String),
-}
-
-impl Done {
-    /// `at` follows each note: where the connector is, when not on the local worker.
-    fn apply_to(self, cm: &mut CmState, action: &Action, at: &str) {
-        let before = cm.notes.len();
-        self.note(cm, action);
-        for note in &mut cm.notes[before..] {
-            note.text.push_str(at);
-        }
-    }
-
-    fn note(self, cm: &mut CmState, action: &Action) {
-        match (self, action) {
-            (Done::Ok, Action::Put { name, hash, cause, .. }) => {
-                cm.applied.insert(name.clone(), hash.clone());
-                cm.written.insert(name.clone());
-                let (reason, note) = match cause {
-                    Cause::Created => ("Applied", format!("created connector {name}")),
-                    Cause::Adopted => (
-                        "Updated",
-                        format!("applied this ConfigMap's config to adopted connector {name}"),
-                    ),
-                    Cause::DriftChanged => (
-                        "DriftReverted",
-                        format!("connector {name}: its config was changed behind connect-gate's back; re-applied"),
-                    ),
-                    Cause::DriftDeleted => (
-                        "DriftReverted",
-                        format!("connector {name} was deleted behind connect-gate's back; recreated"),
-                    ),
-                    _ => ("Updated", format!("updated connector {name}")),
-                };
-                cm.notes.push(Note::normal(reason, note));
-            }
-            (Done::Ok, Action::Delete { name, cause, .. }) => {
-                let why = match cause {
-                    Cause::KeyRemoved => "its data key was removed",
-                    Cause::Renamed => "it was renamed",
-                    Cause::Disabled => "the ConfigMap is enabled: \"false\"",
-                    Cause::ConfigMapDeleted => "the ConfigMap is being deleted",
-                    _ => "it is no longer declared",
-                };
-                cm.applied.remove(name);
-                cm.notes
-                    .push(Note::normal("Deleted", format!("deleted connector {name}: {why}")));
-            }
-            (Done::Ok, Action::State { name, to, .. }) => {
-                cm.written.insert(name.clone());
-                cm.notes
-                    .push(Note::normal("Updated", format!("connector {name}: {}", to.verb())));
-            }
-            (
-                Done::Ok,
-                Action::Restart {
-                    name,
-                    trigger: Trigger::Token(token),
-                    only_failed,
-                    ..
-                },
-            ) => {
-                cm.written.insert(name.clone());
-                let result = if *only_failed {
-                    "restarted its failed parts"
-                } else {
-                    "restarted with its tasks"
-                };
-                cm.operations.entry(name.clone()).or_default().restart = Some(RestartRecord {
-                    token: token.clone(),
-                    result: result.into(),
-                });
-                cm.notes.push(Note::normal(
-                    "Restarted",
-                    format!("connector {name}: {result} for restart token {token}"),
-                ));
-            }
-            (
-                Done::Offsets(message),
-                Action::Offsets {
-                    name, token, change, ..
-                },
-            ) => {
-                let (reason, verb) = match change {
-                    OffsetsChange::Reset => ("OffsetsReset", "reset"),
-                    OffsetsChange::Set(_) => ("OffsetsAltered", "altered"),
-                };
-                let text = format!("connector {name}: offsets {verb} for offsets token {token}: {message}");
-                cm.notes.push(if day2::framework_only(&message) {
-                    Note::warning(
-                        "OffsetsFrameworkOnly",
-                        format!("{text} (only the offsets Kafka Connect keeps changed: a connector that keeps its own must be moved in its own system)"),
-                    )
-                } else {
-                    Note::normal(reason, text)
-                });
-                cm.operations.entry(name.clone()).or_default().offsets = Some(OffsetsRecord {
-                    token: token.clone(),
-                    phase: Phase::Done,
-                    result: Some(message),
-                });
-            }
-            (
-                Done::Ok,
-                Action::Restart {
-                    name,
-                    trigger: Trigger::Rotation,
-                    ..
-                },
-            ) => {
-                cm.written.insert(name.clone());
-                cm.notes.push(Note::normal(
-                    "RestartedForRotation",
-                    format!("connector {name}: restarted with its tasks, since a file its config-provider references read changed"),
-                ));
-            }
-            (Done::Restarted(n), Action::Restart { name, .. }) => {
-                cm.written.insert(name.clone());
-                cm.notes.push(Note::normal(
-                    "Restarted",
-                    format!("restarted the failed parts of connector {name} (restart {n})"),
-                ));
-            }
-            _ => {}
-        }
-    }
 }

@@ -46,6 +46,16 @@ pub struct CmInput {
     pub operations: BTreeMap<String, Record>,
 }
 
+impl CmInput {
+    /// The connectors its keys declare and the pipeline accepted.
+    pub fn accepted(&self) -> impl Iterator<Item = &Connector> {
+        self.keys.iter().filter_map(|d| match &d.decl {
+            Decl::Apply(c) => Some(c),
+            _ => None,
+        })
+    }
+}
+
 /// Why a connector is written or deleted; becomes the Event's reason and note.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Cause {
