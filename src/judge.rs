@@ -206,7 +206,7 @@ impl Judge {
     /// judged again.
     pub async fn refresh_names(&self, view: &NamespaceView) {
         let (generation, _) = self.inputs.generation();
-        let objects = view.store.state();
+        let objects = view.connectors.state();
         let declaring_now = declaring(objects.iter().map(|o| o.as_ref()), &view.namespace);
         let versions: HashMap<&str, &str> = objects
             .iter()
@@ -320,7 +320,8 @@ impl VerdictCache {
 #[derive(Clone)]
 pub struct NamespaceView {
     pub namespace: String,
-    pub store: Store<ConfigMap>,
+    /// Its connector ConfigMaps (the label-selected watch's store).
+    pub connectors: Store<ConfigMap>,
     pub names: Arc<NameIndex>,
 }
 

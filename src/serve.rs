@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use kube::runtime::reflector;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -82,25 +80,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API")?;
-        let (store, writer) = reflector::store();
+        let (stores, writers) = reconcile::watch::stores();
         let seen = Arc::new(Notify::new());
-        let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-        let (watch, stop) = (reconcile::watch::run(api, writer, seen.clone()), stopping.clone());
+        let watch = reconcile::watch::run(client.clone(), namespace.clone(), writers, seen.clone());
+        let stop = stopping.clone();
         tasks.spawn(async move {
             tokio::select! {
                 _ = watch => anyhow::bail!("the ConfigMap watch ended"),
                 _ = stop.cancelled() => Ok(()),
             }
         });
-        destinations.watch_configmaps(store.clone());
+        destinations.watch_configmaps(stores.others.clone());
         let view = NamespaceView {
             namespace: namespace.clone(),
-            store,
+            connectors: stores.connectors.clone(),
             names: Arc::default(),
         };
         let changes = Arc::new(Notify::new());
         spawn_name_indexer(judge.clone(), view.clone(), seen, changes.clone());
-        Some((client, view, changes, applied_hash))
+        Some((client, view, stores, changes, applied_hash))
     };
 
     let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
@@ -118,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let controller = match (&resolver, &args.controller_username, &reconciled) {
         (None, _, _) => None,
         (Some(_), Some(user), _) => Some(user.clone()),
-        (Some(_), None, Some((client, _, _, _))) => Some(
+        (Some(_), None, Some((client, ..))) => Some(
             own_username(client)
                 .await
                 .context("asking the API server for the sidecar's own username (SelfSubjectReview)")?,
@@ -138,7 +136,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             judge: judge.clone(),
             metrics: metrics.clone(),
             namespace: namespace.clone(),
-            neighbours: reconciled.as_ref().map(|(_, view, _, _)| view.clone()),
+            neighbours: reconciled.as_ref().map(|(_, view, ..)| view.clone()),
             controller: controller.clone(),
             on_plugins_unavailable: args.on_plugins_unavailable,
             worker_validation: args.validate_with_worker.then_some(args.worker_validation_budget),
@@ -207,12 +205,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         });
     }
 
-    if let Some((client, view, changes, applied_hash)) = reconciled {
+    if let Some((client, view, stores, changes, applied_hash)) = reconciled {
         let ctx = reconcile::Context {
             judge,
             metrics,
             client,
             view,
+            stores,
             changes,
             applied_hash,
         };

@@ -1,7 +1,7 @@
 //! The destinations at run time: a REST client and a plugin cache for each, found from a
 //! ConfigMap's labels ([`Target`]). `destination.cc: NAME` is resolved through the ConfigMap
 //! NAME that the ccloud-operator wrote in the namespace (labels `environment_id`,
-//! `resource_id`), read from the namespace's watched store, with the API key of the
+//! `resource_id`), read from the namespace's watched metadata, with the API key of the
 //! destinations file's `confluentCloud` section.
 
 use std::collections::BTreeMap;
@@ -205,7 +205,7 @@ impl Destinations {
             .state()
             .into_iter()
             .find(|o| o.metadata.name.as_deref() == Some(cm))
-            .ok_or_else(|| format!("label {CLOUD_LABEL}: there is no ConfigMap {cm:?} in this namespace (the ccloud-operator writes one per Kafka cluster)"))?;
+            .ok_or_else(|| format!("label {CLOUD_LABEL}: there is no ConfigMap {cm:?} labelled {CLOUD_ENVIRONMENT_LABEL} and {CLOUD_CLUSTER_LABEL} in this namespace (the ccloud-operator writes one per Kafka cluster)"))?;
         let (environment, cluster) = cloud_ids(object.metadata.labels.as_ref())
             .map_err(|why| format!("label {CLOUD_LABEL}: ConfigMap {cm:?} {why}"))?;
         let id = format!("{CLOUD_PREFIX}{cm}");

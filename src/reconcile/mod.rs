@@ -1,6 +1,6 @@
 //! The reconciler: applies accepted connectors to Kafka Connect and reports on the ConfigMaps.
 //!
-//! One watch ([`watch`]) keeps the namespace's ConfigMaps in a store. Any change to them
+//! Two watches ([`watch`]) keep the namespace's ConfigMaps that matter in stores. Any change to them
 //! (debounced) or the `--resync` tick triggers one full, level-based pass ([`pass`]): re-read
 //! the template inputs, judge every ConfigMap together through the shared [`Judge`], read the
 //! worker's state in one bulk call ([`worker`]), plan ([`plan`], pure), record what is about to
@@ -89,8 +89,10 @@ pub struct Context {
     pub judge: Arc<Judge>,
     pub metrics: Metrics,
     pub client: kube::Client,
-    /// The reconciled namespace's ConfigMaps, filled by [`watch::run`].
+    /// The reconciled namespace's connector ConfigMaps, filled by [`watch::run`].
     pub view: NamespaceView,
+    /// What [`watch::run`] keeps: the connector ConfigMaps and the others connect-gate reads.
+    pub stores: watch::Stores,
     /// Signalled by [`watch::run`] when a ConfigMap changed in a way that matters.
     pub changes: Arc<Notify>,
     pub applied_hash: AppliedHash,
@@ -125,6 +127,7 @@ pub async fn run(ctx: Context, args: ReconcileArgs, shutdown: CancellationToken)
         judge: ctx.judge,
         metrics: ctx.metrics,
         view: ctx.view,
+        stores: ctx.stores,
         applied_hash: ctx.applied_hash,
         args,
         memory: Memory::default(),
@@ -256,6 +259,7 @@ struct Reconciler {
     writer: Writer,
     metrics: Metrics,
     view: NamespaceView,
+    stores: watch::Stores,
     applied_hash: AppliedHash,
     args: ReconcileArgs,
     memory: Memory,
@@ -265,7 +269,7 @@ impl Reconciler {
     /// Runs passes while leading: on changes (debounced), on the resync tick, and sooner
     /// after failures (capped exponential backoff with jitter).
     async fn lead(&mut self, changes: &Notify) {
-        let _ = self.view.store.wait_until_ready().await;
+        self.stores.wait_until_ready().await;
         let mut next = Instant::now();
         let mut retry = PASS_RETRY.build();
         loop {

@@ -17,7 +17,6 @@ use super::ledger::Ledger;
 use super::live::{Live, LiveState};
 use super::plan::{self, Action, CmInput, CmPlan, PlanMemory, PlanOptions, Trigger};
 use super::status::{self, Facts, Note, Places};
-use super::watch::ours;
 use super::worker::{ActionError, Worker};
 use super::{ReconcileError, Reconciler, Rejection, Restarts, rotation};
 use crate::connect::destinations::LOCAL;
@@ -59,8 +58,7 @@ pub(super) struct Outcome {
 impl Reconciler {
     pub(super) async fn pass(&mut self) -> Result<Outcome, ReconcileError> {
         self.judge.reload_inputs();
-        let mut objects: Vec<_> = self.view.store.state().into_iter().filter(|cm| ours(cm)).collect();
-        objects.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let objects = self.stores.ours();
         let destinations = self.judge.destinations().clone();
         let targets: Vec<Result<Arc<Destination>, String>> = objects
             .iter()
