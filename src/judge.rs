@@ -179,6 +179,8 @@ impl Judge {
             })
             .filter(|(cm, _)| !cm.data.is_empty() || !cm.binary_keys.is_empty())
             .unzip();
+        let rendered: usize = missing.iter().map(|cm| cm.data.len()).sum();
+        self.destinations.metrics().renders.inc_by(rendered as u64);
         let mut fresh = self
             .pipeline
             .judge_each(&missing, &inputs, &missing_checks)

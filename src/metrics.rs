@@ -74,6 +74,7 @@ pub struct Metrics {
     pub cert_reload_failures: Counter,
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
+    pub renders: Counter,
     pub rest_calls: Family<RestLabels, Counter>,
     pub drift_reverts: Counter,
     pub connectors: Family<StateLabels, Gauge>,
@@ -96,6 +97,7 @@ impl Metrics {
             cert_reload_failures: Counter::default(),
             reconciles: Family::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            renders: Counter::default(),
             rest_calls: Family::default(),
             drift_reverts: Counter::default(),
             connectors: Family::default(),
@@ -147,6 +149,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Time of one reconcile pass",
             metrics.reconcile_duration.clone(),
+        );
+        r.register(
+            "renders",
+            "Data keys rendered and checked, by the webhook and the reconciler together (not answered from the verdict cache)",
+            metrics.renders.clone(),
         );
         r.register(
             "rest_calls",

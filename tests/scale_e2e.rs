@@ -33,10 +33,16 @@ fn the_scale_bench_runs_small_and_a_converged_restart_writes_nothing() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{} failed:\n{log}\n{table}", script.display());
     println!("{table}");
-    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| what")).collect();
-    assert_eq!(rows.len(), 9, "every figure is in the table:\n{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| what"))
+        .collect();
+    assert_eq!(rows.len(), 10, "every figure is in the table:\n{table}");
     let restart = rows.iter().find(|r| r.contains("restart with")).unwrap();
-    assert!(restart.contains("**0 writes"), "a converged restart writes nothing: {restart}");
+    assert!(
+        restart.contains("**0 writes"),
+        "a converged restart writes nothing: {restart}"
+    );
     let failed = rows.iter().find(|r| r.contains("admission through")).unwrap();
     assert!(failed.contains("), 0 failed"), "no admission failed: {failed}");
 }

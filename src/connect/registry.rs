@@ -144,6 +144,10 @@ impl Destinations {
         let _ = self.configmaps.set(store);
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn local_destination(&self) -> &Arc<Destination> {
         &self.local
     }
