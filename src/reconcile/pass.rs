@@ -1,6 +1,7 @@
 //! One reconcile pass: judge, read the ledger and the worker, plan, record intent (ledger first),
 //! act, report.
 
+use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -265,19 +266,30 @@ impl Reconciler {
         // Record intent before acting: in the ledgers what is about to be created or adopted (no
         // write at all without it), then on each ConfigMap its finalizer and managed names.
         self.writer.write_ledger(&mut stored, recorded).await?;
+        let this = &*self;
+        let mut intents = Vec::new();
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             cm.applied = p.applied.clone();
             cm.operations = p.operations.clone();
-            match self.record_intent(cm, p).await {
-                Ok(()) => {}
-                Err(e @ ReconcileError::Deposed(_)) => return Err(e),
-                Err(e) => {
+            intents.push(async move {
+                let result = this.record_intent(cm, p).await;
+                if let Err(e) = &result
+                    && !matches!(e, ReconcileError::Deposed(_))
+                {
                     tracing::warn!(configmap = %cm.input.name, error = %e, "cannot record intent on the ConfigMap; not applying its connectors this pass");
                     cm.errors.push(e.to_string());
                     cm.blocked = true;
                 }
-            }
+                result
+            });
+        }
+        let intents: Vec<_> = futures::stream::iter(intents)
+            .buffer_unordered(CONFIGMAP_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        if let Some(e) = intents.into_iter().find_map(deposed) {
+            return Err(e);
         }
 
         let mut failed = 0usize;
@@ -455,19 +467,30 @@ impl Reconciler {
             },
             as_values: &as_values,
         };
+        let (this, seen) = (&*self, &seen);
+        let mut reports = Vec::new();
         for cm in cms.iter_mut() {
             let Some(p) = plans.get(&cm.input.name) else { continue };
             missing_status |= p.desired.keys().any(|n| live.get(n).is_none_or(|l| l.status.is_none()));
             let span = tracing::info_span!("report", configmap = %cm.input.name);
-            let report = self.report(cm, p, &seen);
-            match tracing::Instrument::instrument(report, span).await {
-                Ok(()) => {}
-                Err(e @ ReconcileError::Deposed(_)) => return Err(e),
-                Err(e) => {
+            let report = async move {
+                let result = this.report(cm, p, seen).await;
+                if let Err(e) = &result
+                    && !matches!(e, ReconcileError::Deposed(_))
+                {
                     tracing::warn!(configmap = %cm.input.name, error = %e, "cannot write status to the ConfigMap");
-                    failed += 1;
                 }
-            }
+                result
+            };
+            reports.push(tracing::Instrument::instrument(report, span));
+        }
+        let reports: Vec<_> = futures::stream::iter(reports)
+            .buffer_unordered(CONFIGMAP_WRITES_AT_ONCE)
+            .collect()
+            .await;
+        failed += reports.iter().filter(|r| r.is_err()).count();
+        if let Some(e) = reports.into_iter().find_map(deposed) {
+            return Err(e);
         }
         self.report_metrics(&cms, &plans, &live, &homes_of);
         if !down.is_empty() {
@@ -663,6 +686,18 @@ impl Reconciler {
     }
 }
 
+/// ConfigMap writes (intent, status) sent to the API server at once: a pass that creates a
+/// thousand connectors records intent on a thousand ConfigMaps first.
+const CONFIGMAP_WRITES_AT_ONCE: usize = 8;
+
+/// A lost leadership among a pass's results: the pass ends with it.
+fn deposed(result: Result<(), ReconcileError>) -> Option<ReconcileError> {
+    match result {
+        Err(e @ ReconcileError::Deposed(_)) => Some(e),
+        _ => None,
+    }
+}
+
 /// Actions sent at once, across destinations. A Connect worker answers a few requests at once
 /// sooner than one after another (each config it writes to its config topic and reads back), so
 /// creating hundreds of connectors takes less time; one connector's actions stay in order
@@ -684,7 +719,6 @@ async fn execute(
     workers: &BTreeMap<String, (Arc<Destination>, Worker)>,
     secrets: &BTreeMap<String, Vec<String>>,
 ) -> Vec<Ran> {
-    use futures::StreamExt;
     // One turn a connector, in the plan's order.
     let mut turns: Vec<Vec<usize>> = Vec::new();
     let mut turn_of: BTreeMap<(&str, &str), usize> = BTreeMap::new();

@@ -129,13 +129,20 @@ wait_running() { # wait_running PREFIX COUNT -> seconds waited (bounded: 10 minu
   done
   echo $(( $(date +%s%N) - t0 ))
 }
-delete_connectors() { # delete_connectors PREFIX
-  local n
-  for n in $(curl -sf "$CONNECT_URL/connectors" | jq -r --arg p "$1-" '.[] | select(startswith($p))'); do
-    curl -sf -X DELETE "$CONNECT_URL/connectors/$n" > /dev/null || true
-  done
+delete_connectors() { # delete_connectors PREFIX (four at a time)
+  curl -sf "$CONNECT_URL/connectors" | jq -r --arg p "$1-" '.[] | select(startswith($p))' |
+    xargs -r -P 4 -I{} curl -sf -o /dev/null -X DELETE "$CONNECT_URL/connectors/{}" || true
 }
 rest_calls() { # rest_calls METHOD-REGEX: Connect REST calls the sidecar made so far
   curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
     awk -v m="$1" '/^connect_gate_rest_calls_total/ && $0 ~ "method=\"(" m ")\"" { s += $NF } END { print s + 0 }'
+}
+
+admission_time() { # admission_time: "sum count" of the sidecar's admission_duration_seconds
+  curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
+    awk '/^connect_gate_admission_duration_seconds_sum/ { s = $NF } /^connect_gate_admission_duration_seconds_count/ { c = $NF } END { print s + 0, c + 0 }'
+}
+mean_since() { # mean_since "SUM COUNT": the sidecar's mean time per admission since then
+  local now; now="$(admission_time)"
+  awk -v a="$1" -v b="$now" 'BEGIN { split(a, x, " "); split(b, y, " "); n = y[2] - x[2]; printf "%.2f ms", n ? (y[1] - x[1]) / n * 1000 : 0 }'
 }
