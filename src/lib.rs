@@ -3,9 +3,10 @@
 //! Both, and the offline CLI, judge through one verdict pipeline ([`pipeline`]), reached from
 //! the sidecar through [`judge::Judge`].
 //!
-//! Layers, each importing only those before it: `pipeline`, `metrics` → `config`, `connect` (the
+//! Layers, each importing only those before it: `allocator`, `pipeline`, `metrics` → `config`, `connect` (the
 //! worker's REST API) → `judge` → `webhook`, `reconcile` → `serve` → `cli`.
 
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod connect;

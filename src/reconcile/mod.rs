@@ -281,6 +281,7 @@ impl Reconciler {
             let started = Instant::now();
             let result = tracing::Instrument::instrument(self.pass(), span).await;
             self.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+            crate::allocator::give_back();
             let delay = match result {
                 Ok(outcome) => {
                     retry = PASS_RETRY.build();
