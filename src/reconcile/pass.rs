@@ -284,12 +284,8 @@ impl Reconciler {
                 result
             });
         }
-        let intents: Vec<_> = futures::stream::iter(intents)
-            .buffer_unordered(CONFIGMAP_WRITES_AT_ONCE)
-            .collect()
-            .await;
-        if let Some(e) = intents.into_iter().find_map(deposed) {
-            return Err(e);
+        if let (_, Some(deposed)) = write_all(intents).await {
+            return Err(deposed);
         }
 
         let mut failed = 0usize;
@@ -484,13 +480,9 @@ impl Reconciler {
             };
             reports.push(tracing::Instrument::instrument(report, span));
         }
-        let reports: Vec<_> = futures::stream::iter(reports)
-            .buffer_unordered(CONFIGMAP_WRITES_AT_ONCE)
-            .collect()
-            .await;
-        failed += reports.iter().filter(|r| r.is_err()).count();
-        if let Some(e) = reports.into_iter().find_map(deposed) {
-            return Err(e);
+        match write_all(reports).await {
+            (_, Some(deposed)) => return Err(deposed),
+            (failures, None) => failed += failures,
         }
         self.report_metrics(&cms, &plans, &live, &homes_of);
         if !down.is_empty() {
@@ -690,12 +682,22 @@ impl Reconciler {
 /// thousand connectors records intent on a thousand ConfigMaps first.
 const CONFIGMAP_WRITES_AT_ONCE: usize = 8;
 
-/// A lost leadership among a pass's results: the pass ends with it.
-fn deposed(result: Result<(), ReconcileError>) -> Option<ReconcileError> {
-    match result {
+/// Runs ConfigMap writes [`CONFIGMAP_WRITES_AT_ONCE`] at a time: how many failed, and a lost
+/// leadership among them (the pass ends with it).
+async fn write_all<F>(writes: Vec<F>) -> (usize, Option<ReconcileError>)
+where
+    F: std::future::Future<Output = Result<(), ReconcileError>>,
+{
+    let results: Vec<_> = futures::stream::iter(writes)
+        .buffer_unordered(CONFIGMAP_WRITES_AT_ONCE)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let deposed = results.into_iter().find_map(|r| match r {
         Err(e @ ReconcileError::Deposed(_)) => Some(e),
         _ => None,
-    }
+    });
+    (failed, deposed)
 }
 
 /// Actions sent at once, across destinations. A Connect worker answers a few requests at once
