@@ -61,10 +61,12 @@ field() { grep "^$1|" "$2" | head -1 | cut -d'|' -f2-; }
 start_gate() { # start_gate BIN NAMESPACE EXTRA... -> sets GATE_PORT, GATE_PID, METRICS_PORT
   # (as the user of $GATE_KUBECONFIG when set, else the stack's admin)
   GATE_PORT="$(free_port)"; METRICS_PORT="$(free_port)"
+  # One log per namespace, every start appended: a bench's phases stay readable afterwards.
+  echo "----- $(date -u +%FT%TZ) serve ${*:3}" >> "$OUT/gate-$2.log"
   KUBECONFIG="${GATE_KUBECONFIG:-$KUBECONFIG}" "$1" serve --connect-url "$CONNECT_URL" --namespace "$2" --vars-dir "$VARS" --env-file "$ENV_FILE" \
     --tls-cert "$OUT/certs/tls.crt" --tls-key "$OUT/certs/tls.key" \
     --listen "127.0.0.1:$GATE_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT" \
-    "${@:3}" > "$OUT/gate-$2.log" 2>&1 &
+    "${@:3}" >> "$OUT/gate-$2.log" 2>&1 &
   GATE_PID=$!
   echo "$GATE_PID" >> "$OUT/gate.pids"
   for _ in $(seq 1 300); do
