@@ -25,13 +25,13 @@ use crate::connect::destinations::{DestinationsFile, LOCAL};
 use crate::connect::registry::{Destination, Destinations};
 use crate::metrics::Metrics;
 use crate::pipeline::check::verdict::{Connector, Verdict};
-use crate::pipeline::parse::manifest::{FINALIZER, Target, declaring};
+use crate::pipeline::parse::manifest::{Target, declaring};
 use crate::reconcile::fanout::{self, Placed};
 use crate::reconcile::input::{cm_input, interest, plan_destination};
 use crate::reconcile::lease::Leadership;
 use crate::reconcile::live::LiveState;
 use crate::reconcile::plan::{AppliedHash, CmInput, CmPlan, Decl, PlanMemory, PlanOptions};
-use crate::reconcile::watch::ours;
+use crate::reconcile::watch::{holds_finalizer, ours};
 use crate::reconcile::worker::Worker;
 use crate::reconcile::writer::Writer;
 
@@ -206,7 +206,7 @@ fn place(
         .map(|name| {
             let object = cluster.get(name);
             let annotations = object.and_then(|o| o.metadata.annotations.clone()).unwrap_or_default();
-            let has_finalizer = object.is_some_and(|o| o.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER));
+            let has_finalizer = object.is_some_and(|o| holds_finalizer(&o.metadata));
             let (deleting, target, mine) = match manifests.get(name) {
                 Some(m) => {
                     let mine: Vec<Verdict> = verdicts.iter().filter(|v| &v.origin.name == name).cloned().collect();
@@ -325,7 +325,7 @@ fn plan_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::parse::manifest::ConnectorConfigMap;
+    use crate::pipeline::parse::manifest::{ConnectorConfigMap, FINALIZER};
 
     fn object(name: &str, annotations: serde_json::Value) -> ConfigMap {
         serde_json::from_value(serde_json::json!({

@@ -18,6 +18,7 @@ use super::ledger::Ledger;
 use super::live::{Live, LiveState};
 use super::plan::{self, Action, CmInput, CmPlan, PlanMemory, PlanOptions, Trigger};
 use super::status::{self, Facts, Note, Places};
+use super::watch::holds_finalizer;
 use super::worker::{ActionError, Worker};
 use super::{ReconcileError, Reconciler, Rejection, Restarts, rotation};
 use crate::connect::destinations::LOCAL;
@@ -25,7 +26,7 @@ use crate::connect::registry::Destination;
 use crate::metrics::{ConnectorLabels, ConnectorSeries, ConnectorStateLabels, OperationLabels, StateLabels};
 use crate::pipeline::check::verdict::{Connector, Verdict};
 use crate::pipeline::parse::manifest::{
-    ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, FINALIZER, Target, declaring, is_connector_configmap,
+    ANNOTATION_CONNECTORS, ANNOTATION_OPERATIONS, Target, declaring, is_connector_configmap,
 };
 use done::Done;
 
@@ -786,7 +787,7 @@ fn cm_state(
         name,
         // An unlabelled ConfigMap still holding the finalizer declares nothing any more.
         object.metadata.deletion_timestamp.is_some() || !is_connector_configmap(object.metadata.labels.as_ref()),
-        object.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER),
+        holds_finalizer(&object.metadata),
         &annotations,
         &verdicts,
     );

@@ -35,7 +35,7 @@ pub fn ours(cm: &ConfigMap) -> bool {
     is_connector_configmap(cm.metadata.labels.as_ref()) || holds_finalizer(&cm.metadata)
 }
 
-fn holds_finalizer(meta: &ObjectMeta) -> bool {
+pub fn holds_finalizer(meta: &ObjectMeta) -> bool {
     meta.finalizers.iter().flatten().any(|f| f == FINALIZER)
 }
 
